@@ -1,0 +1,3 @@
+from rung.cli import main
+
+raise SystemExit(main())

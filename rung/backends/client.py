@@ -1,0 +1,146 @@
+"""Async client for one OpenAI-compatible model server (vLLM, llama.cpp, OpenAI itself), on aiohttp.
+
+Every failure is translated into rung's errors: `BackendRejected` for a 4xx (the request is at
+fault, never retried), `BackendTimeout` or `BackendError` for everything that another replica
+might answer (refused or dropped connections, 5xx, silence, garbage).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from rung.backends.sse import SSEDecoder
+from rung.config import BackendConfig
+from rung.errors import BackendError, BackendRejected, BackendTimeout
+
+Json = dict[str, Any]
+_DONE = b"[DONE]"
+
+
+def _error_body(status: int, raw: bytes) -> Json:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return body
+    text = raw[:500].decode("utf-8", "replace") if raw else f"HTTP {status}"
+    return {
+        "error": {"message": text, "type": "invalid_request_error", "param": None, "code": None}
+    }
+
+
+class OpenAIClient:
+    """One backend replica. Holds a single pooled aiohttp session, created by `start()`."""
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self.url = config.url
+        self._session: aiohttp.ClientSession | None = None
+        self._headers = {"content-type": "application/json"}
+        if config.api_key is not None:
+            self._headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.config.max_concurrency, keepalive_timeout=30, ttl_dns_cache=300
+            )
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=self.config.connect_timeout_s,
+                sock_read=self.config.read_timeout_s,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=timeout, headers=self._headers, auto_decompress=True
+            )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("OpenAIClient.start() was not awaited")
+        return self._session
+
+    async def complete(self, path: str, payload: Json) -> Json:
+        """POST a non-streaming request; return the parsed JSON body."""
+        try:
+            async with self.session.post(self.url + path, data=orjson.dumps(payload)) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except TimeoutError:
+            raise BackendTimeout(f"{self.url} did not answer in time") from None
+        except aiohttp.ClientError as exc:
+            raise BackendError(f"{self.url}: {type(exc).__name__}") from None
+        if status >= 500:
+            raise BackendError(f"{self.url} answered HTTP {status}")
+        if status >= 400:
+            raise BackendRejected(status, _error_body(status, raw))
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise BackendError(f"{self.url} returned a body that is not JSON") from None
+        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+            raise BackendError(f"{self.url} returned JSON without `choices`")
+        return body
+
+    async def stream(self, path: str, payload: Json) -> AsyncIterator[Json]:
+        """POST a streaming request; yield each parsed chunk until `[DONE]`.
+
+        Errors before the first chunk are safe to retry elsewhere; the caller decides.
+        """
+        decoder = SSEDecoder()
+        try:
+            async with self.session.post(self.url + path, data=orjson.dumps(payload)) as resp:
+                if resp.status >= 400:
+                    raw = await resp.read()
+                    if resp.status >= 500:
+                        raise BackendError(f"{self.url} answered HTTP {resp.status}")
+                    raise BackendRejected(resp.status, _error_body(resp.status, raw))
+                async for data in resp.content.iter_any():
+                    for event in decoder.feed(data):
+                        if event == _DONE:
+                            return
+                        yield _chunk(event, self.url)
+                for event in decoder.flush():
+                    if event == _DONE:
+                        return
+                    yield _chunk(event, self.url)
+        except TimeoutError:
+            raise BackendTimeout(f"{self.url} went silent") from None
+        except aiohttp.ClientError as exc:
+            raise BackendError(f"{self.url}: {type(exc).__name__}") from None
+        except ValueError as exc:
+            raise BackendError(f"{self.url}: {exc}") from None
+        raise BackendError(f"{self.url} ended the stream without [DONE]")
+
+    async def probe(self, timeout_s: float) -> bool:
+        """Health probe: GET {url}/models answers 2xx within the timeout."""
+        try:
+            async with self.session.get(
+                self.url + "/models", timeout=aiohttp.ClientTimeout(total=timeout_s)
+            ) as resp:
+                await resp.read()
+                return resp.status < 300
+        except (TimeoutError, aiohttp.ClientError):
+            return False
+
+
+def _chunk(event: bytes, url: str) -> Json:
+    try:
+        chunk = orjson.loads(event)
+    except orjson.JSONDecodeError:
+        raise BackendError(f"{url} streamed an event that is not JSON") from None
+    if not isinstance(chunk, dict):
+        raise BackendError(f"{url} streamed an event that is not a JSON object")
+    if isinstance(chunk.get("error"), dict):
+        raise BackendError(f"{url} streamed an error: {chunk['error'].get('message', '')}"[:300])
+    return chunk

@@ -1,0 +1,275 @@
+"""A scriptable fake OpenAI-compatible model server, shipped so that tests, benchmarks and demos
+can drive rung without real models (the way httpx ships MockTransport).
+
+Set `server.behavior` to make it answer, stream, stall, fail with a status, return garbage or drop
+the connection; `server.stats` counts what it saw. Run one from a shell with
+`python -m rung.backends.fake_server --port 8001 --model tiny`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from aiohttp import web
+
+Mode = Literal["ok", "error", "garbage", "drop", "drop_mid_stream"]
+
+
+@dataclass
+class Behavior:
+    mode: Mode = "ok"
+    status: int = 500
+    delay_s: float = 0.0
+    """Silence before the response starts."""
+    chunk_delay_s: float = 0.0
+    """Pause between streamed chunks."""
+    reply: str | None = None
+    """Fixed answer text; by default the server echoes the last user message."""
+    logprob: float = -0.05
+    """The log-probability reported for every token when logprobs are requested."""
+    finish_reason: str = "stop"
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    completed: int = 0
+    streams_started: int = 0
+    streams_finished: int = 0
+    streams_aborted: int = 0
+    last_payload: dict[str, Any] = field(default_factory=dict)
+
+
+def _text_of(payload: dict[str, Any]) -> str:
+    if "prompt" in payload:
+        prompt = payload["prompt"]
+        return prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+    for message in reversed(payload.get("messages") or []):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ""
+
+
+class FakeServer:
+    def __init__(self, name: str = "fake", model: str = "fake-model") -> None:
+        self.name = name
+        self.model = model
+        self.behavior = Behavior()
+        self.stats = Stats()
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._legacy)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._models)
+        self.app = app
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def answer_tokens(self, payload: dict[str, Any]) -> list[str]:
+        text = self.behavior.reply
+        if text is None:
+            text = f"[{self.name}] You said: {_text_of(payload)[:200]}"
+        words = text.split(" ")
+        tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
+        limit = payload.get("max_tokens")
+        return tokens[:limit] if isinstance(limit, int) and limit > 0 else tokens
+
+    async def _models(self, request: web.Request) -> web.Response:
+        body = {
+            "object": "list",
+            "data": [{"id": self.model, "object": "model", "owned_by": "fake"}],
+        }
+        return web.json_response(body)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, chat=True)
+
+    async def _legacy(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, chat=False)
+
+    async def _serve(self, request: web.Request, chat: bool) -> web.StreamResponse:
+        payload = await request.json(loads=orjson.loads)
+        self.stats.requests += 1
+        self.stats.last_payload = payload
+        b = self.behavior
+        if b.delay_s:
+            await asyncio.sleep(b.delay_s)
+        if b.mode == "drop":
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response()
+        if b.mode == "error":
+            error = {"error": {"message": f"fake {b.status}", "type": "server_error"}}
+            return web.json_response(error, status=b.status)
+        if b.mode == "garbage":
+            return web.Response(
+                body=b"<html>Bad gateway, probably</html>", content_type="text/html"
+            )
+        tokens = self.answer_tokens(payload)
+        if payload.get("stream"):
+            return await self._stream(request, payload, tokens, chat)
+        self.stats.completed += 1
+        return web.Response(
+            body=orjson.dumps(self._body(payload, tokens, chat)), content_type="application/json"
+        )
+
+    def _logprobs(self, tokens: list[str], payload: dict[str, Any], chat: bool) -> Any:
+        lp = self.behavior.logprob
+        if chat:
+            if not payload.get("logprobs"):
+                return None
+            top = int(payload.get("top_logprobs") or 0)
+            return {
+                "content": [
+                    {
+                        "token": t,
+                        "logprob": lp,
+                        "bytes": list(t.encode()),
+                        "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(t.encode())}][
+                            :top
+                        ],
+                    }
+                    for t in tokens
+                ]
+            }
+        if payload.get("logprobs") is None:
+            return None
+        return {"tokens": tokens, "token_logprobs": [lp] * len(tokens)}
+
+    def _usage(self, payload: dict[str, Any], tokens: list[str]) -> dict[str, int]:
+        prompt = max(1, len(orjson.dumps(payload.get("messages") or payload.get("prompt"))) // 4)
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": len(tokens),
+            "total_tokens": prompt + len(tokens),
+        }
+
+    def _finish(self, payload: dict[str, Any], tokens: list[str]) -> str:
+        limit = payload.get("max_tokens")
+        if isinstance(limit, int) and len(tokens) >= limit:
+            return "length"
+        return self.behavior.finish_reason
+
+    def _body(self, payload: dict[str, Any], tokens: list[str], chat: bool) -> dict[str, Any]:
+        text = "".join(tokens)
+        choice: dict[str, Any] = {
+            "index": 0,
+            "finish_reason": self._finish(payload, tokens),
+            "logprobs": self._logprobs(tokens, payload, chat),
+        }
+        if chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        return {
+            "id": f"fake-{self.stats.requests}",
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [choice],
+            "usage": self._usage(payload, tokens),
+        }
+
+    async def _stream(
+        self, request: web.Request, payload: dict[str, Any], tokens: list[str], chat: bool
+    ) -> web.StreamResponse:
+        self.stats.streams_started += 1
+        resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await resp.prepare(request)
+        base = {
+            "id": f"fake-{self.stats.requests}",
+            "created": int(time.time()),
+            "model": self.model,
+            "object": "chat.completion.chunk" if chat else "text_completion",
+        }
+        try:
+            for i, token in enumerate(tokens):
+                if self.behavior.mode == "drop_mid_stream" and i == max(1, len(tokens) // 2):
+                    assert request.transport is not None
+                    request.transport.abort()
+                    self.stats.streams_aborted += 1
+                    return resp
+                lp = self._logprobs([token], payload, chat)
+                if chat:
+                    delta = (
+                        {"role": "assistant", "content": token} if i == 0 else {"content": token}
+                    )
+                    choice: dict[str, Any] = {
+                        "index": 0,
+                        "delta": delta,
+                        "finish_reason": None,
+                        "logprobs": lp,
+                    }
+                else:
+                    choice = {"index": 0, "text": token, "finish_reason": None, "logprobs": lp}
+                await resp.write(b"data: " + orjson.dumps({**base, "choices": [choice]}) + b"\n\n")
+                if self.behavior.chunk_delay_s:
+                    await asyncio.sleep(self.behavior.chunk_delay_s)
+            last: dict[str, Any] = {"index": 0, "finish_reason": self._finish(payload, tokens)}
+            if chat:
+                last["delta"] = {}
+            else:
+                last["text"] = ""
+            final = {**base, "choices": [last], "usage": self._usage(payload, tokens)}
+            await resp.write(b"data: " + orjson.dumps(final) + b"\n\ndata: [DONE]\n\n")
+            await resp.write_eof()
+        except (ConnectionError, asyncio.CancelledError):
+            self.stats.streams_aborted += 1
+            raise
+        self.stats.streams_finished += 1
+        return resp
+
+
+async def _serve_forever(port: int, name: str, model: str, host: str) -> None:
+    server = FakeServer(name=name, model=model)
+    await server.start(host, port)
+    print(f"fake backend {name} ({model}) on {server.url}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--name", default="fake")
+    parser.add_argument("--model", default="fake-model")
+    args = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_forever(args.port, args.name, args.model, args.host))
+
+
+if __name__ == "__main__":
+    main()

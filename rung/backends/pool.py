@@ -1,0 +1,216 @@
+"""A tier's replicas: least-outstanding choice, failover between replicas, circuit breakers and a
+health probe that brings a replica back after its cooldown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rung.backends.breaker import Breaker
+from rung.backends.client import Json, OpenAIClient
+from rung.config import HealthSettings, TierConfig
+from rung.errors import BackendError, BackendRejected, NoBackendAvailable
+
+log = logging.getLogger("rung.backends")
+
+
+@dataclass
+class Replica:
+    client: OpenAIClient
+    breaker: Breaker
+    slots: asyncio.Semaphore
+    outstanding: int = 0
+    reachable: bool = True
+    label: str = ""
+
+
+@dataclass
+class OpenStream:
+    """A stream that already produced its first chunk, so the replica is committed."""
+
+    replica: Replica
+    first: Json
+    _rest: AsyncIterator[Json]
+    _done: Callable[[BaseException | None], None]
+    _closed: bool = field(default=False)
+
+    async def __aiter__(self) -> AsyncIterator[Json]:
+        error: BaseException | None = None
+        try:
+            yield self.first
+            async for chunk in self._rest:
+                yield chunk
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            await self.aclose(error)
+
+    async def aclose(self, error: BaseException | None = None) -> None:
+        if not self._closed:
+            self._closed = True
+            with contextlib.suppress(Exception):
+                await self._rest.aclose()  # type: ignore[attr-defined]
+            self._done(error)
+
+
+class TierPool:
+    def __init__(
+        self,
+        tier: TierConfig,
+        health: HealthSettings,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.tier = tier
+        self.health = health
+        self.clock = clock
+        self._turn = 0
+        self.replicas = [
+            Replica(
+                client=OpenAIClient(backend),
+                breaker=Breaker(health.failure_threshold, health.cooldown_s),
+                slots=asyncio.Semaphore(backend.max_concurrency),
+                label=f"{tier.name}[{i}]",
+            )
+            for i, backend in enumerate(tier.backends)
+        ]
+
+    async def start(self) -> None:
+        for replica in self.replicas:
+            await replica.client.start()
+
+    async def aclose(self) -> None:
+        for replica in self.replicas:
+            await replica.client.aclose()
+
+    def available(self) -> bool:
+        now = self.clock()
+        return any(r.breaker.allows(now) for r in self.replicas)
+
+    def ready(self) -> bool:
+        now = self.clock()
+        return any(r.reachable and r.breaker.allows(now) for r in self.replicas)
+
+    def candidates(self) -> list[Replica]:
+        """Replicas in rotation, least outstanding first; ties rotate so load spreads evenly."""
+        now = self.clock()
+        live = [r for r in self.replicas if r.breaker.allows(now)]
+        self._turn = (self._turn + 1) % max(len(self.replicas), 1)
+        n = len(live)
+        rotated = [live[(i + self._turn) % n] for i in range(n)] if n else []
+        return sorted(rotated, key=lambda r: r.outstanding)
+
+    def _record(self, replica: Replica, error: BaseException | None) -> None:
+        if error is None or isinstance(error, BackendRejected):
+            replica.breaker.record_success()
+            replica.reachable = True
+        elif isinstance(error, BackendError):
+            was_open = replica.breaker.is_open
+            replica.breaker.record_failure(self.clock())
+            if replica.breaker.is_open and not was_open:
+                log.warning(
+                    "replica %s out of rotation for %.0fs: %s",
+                    replica.label,
+                    self.health.cooldown_s,
+                    error.message,
+                )
+
+    async def complete(self, path: str, payload: Json) -> tuple[Json, Replica]:
+        """Answer from the first replica that can; raise the last error if none could."""
+        last: BackendError | None = None
+        for replica in self.candidates():
+            replica.outstanding += 1
+            try:
+                async with replica.slots:
+                    body = await replica.client.complete(path, payload)
+            except BackendError as exc:
+                self._record(replica, exc)
+                last = exc
+                continue
+            except BackendRejected as exc:
+                self._record(replica, exc)
+                raise
+            finally:
+                replica.outstanding -= 1
+            self._record(replica, None)
+            return body, replica
+        raise last or NoBackendAvailable(f"tier {self.tier.name}: no replica in rotation")
+
+    async def open_stream(self, path: str, payload: Json) -> OpenStream:
+        """Start a stream on the first replica that yields a chunk; later replicas on failure."""
+        last: BackendError | None = None
+        for replica in self.candidates():
+            replica.outstanding += 1
+            await replica.slots.acquire()
+            chunks = replica.client.stream(path, payload)
+            try:
+                first = await anext(aiter(chunks))
+            except BaseException as exc:
+                await chunks.aclose()  # type: ignore[attr-defined]
+                replica.slots.release()
+                replica.outstanding -= 1
+                self._record(replica, exc)
+                if isinstance(exc, BackendError):
+                    last = exc
+                    continue
+                raise
+            return OpenStream(replica, first, chunks, self._stream_done(replica))
+        raise last or NoBackendAvailable(f"tier {self.tier.name}: no replica in rotation")
+
+    def _stream_done(self, replica: Replica) -> Callable[[BaseException | None], None]:
+        def done(error: BaseException | None) -> None:
+            replica.slots.release()
+            replica.outstanding -= 1
+            # A client that went away says nothing about the replica's health.
+            if not isinstance(error, asyncio.CancelledError | GeneratorExit):
+                self._record(replica, error)
+
+        return done
+
+    async def probe(self) -> None:
+        """Probe every replica; a reachable one returns once its cooldown is over."""
+        results = await asyncio.gather(
+            *(r.client.probe(self.health.probe_timeout_s) for r in self.replicas)
+        )
+        now = self.clock()
+        for replica, ok in zip(self.replicas, results, strict=True):
+            was_reachable, replica.reachable = replica.reachable, ok
+            if not ok:
+                if was_reachable:
+                    log.warning("replica %s failed its health probe", replica.label)
+                replica.breaker.trip(now)
+            elif replica.breaker.is_open and (not was_reachable or replica.breaker.allows(now)):
+                # Out only because a probe failed (e.g. not started yet): back at once. Out
+                # because calls failed: back once the cooldown is over.
+                log.info("replica %s back in rotation", replica.label)
+                replica.breaker.record_success()
+
+
+async def probe_forever(pools: list[TierPool], interval_s: float) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        await asyncio.gather(*(pool.probe() for pool in pools))
+
+
+def describe(pools: list[TierPool]) -> list[dict[str, Any]]:
+    """Replica states for /readyz and operators (no secrets)."""
+    return [
+        {
+            "tier": pool.tier.name,
+            "replicas": [
+                {
+                    "replica": r.label,
+                    "reachable": r.reachable,
+                    "in_rotation": r.breaker.allows(pool.clock()),
+                    "outstanding": r.outstanding,
+                }
+                for r in pool.replicas
+            ],
+        }
+        for pool in pools
+    ]

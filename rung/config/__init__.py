@@ -1,0 +1,26 @@
+"""The typed admin config: one frozen object built at startup from a YAML file."""
+
+from rung.config.loader import load_config, parse_config
+from rung.config.models import (
+    ROUTED_MODEL_NAMES,
+    BackendConfig,
+    HealthSettings,
+    Price,
+    RoutingConfig,
+    RungConfig,
+    ServerSettings,
+    TierConfig,
+)
+
+__all__ = [
+    "ROUTED_MODEL_NAMES",
+    "BackendConfig",
+    "HealthSettings",
+    "Price",
+    "RoutingConfig",
+    "RungConfig",
+    "ServerSettings",
+    "TierConfig",
+    "load_config",
+    "parse_config",
+]

@@ -1,0 +1,134 @@
+"""The admin config as frozen, typed pydantic models. Unknown keys are errors, never ignored."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+# Names clients may send as `model` to get routing instead of a pinned tier.
+ROUTED_MODEL_NAMES = ("rung", "auto")
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ServerSettings(_Frozen):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    request_timeout_s: PositiveSeconds = 120.0
+    """Overall deadline for one request, failover included."""
+    access_log: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class HealthSettings(_Frozen):
+    interval_s: PositiveSeconds = 5.0
+    """How often every replica is probed (GET {url}/models)."""
+    probe_timeout_s: PositiveSeconds = 2.0
+    failure_threshold: int = Field(default=3, ge=1)
+    """Consecutive failed calls that take a replica out of rotation."""
+    cooldown_s: PositiveSeconds = 10.0
+    """How long a replica stays out before a probe or a trial request may bring it back."""
+
+
+class BackendConfig(_Frozen):
+    url: str
+    """Base URL of an OpenAI-compatible server, including the version prefix (…/v1)."""
+    api_key: SecretStr | None = None
+    max_concurrency: int = Field(default=64, ge=1, le=10_000)
+    connect_timeout_s: PositiveSeconds = 2.0
+    read_timeout_s: PositiveSeconds = 60.0
+    """Longest silence allowed while waiting for the first byte or between streamed chunks."""
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL, e.g. http://127.0.0.1:8001/v1")
+        return value.rstrip("/")
+
+
+class Price(_Frozen):
+    input_per_mtok: float = Field(ge=0)
+    """USD per million prompt tokens."""
+    output_per_mtok: float = Field(ge=0)
+    """USD per million completion tokens."""
+
+
+class TierConfig(_Frozen):
+    name: str
+    model: str
+    """The model id the tier's backends serve; sent to them as `model`."""
+    price: Price
+    backends: list[BackendConfig] = Field(min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must be lower-case letters, digits, '.', '_' or '-'")
+        if value in ROUTED_MODEL_NAMES:
+            raise ValueError(f"{value!r} is reserved for routed requests")
+        return value
+
+
+class RoutingConfig(_Frozen):
+    policy: Literal["length"] = "length"
+    """`length`: the interim rule until the classifier lands; see docs/routing.md."""
+    length_thresholds: list[int] = Field(default_factory=lambda: [2000])
+    """Prompt characters: tier i serves prompts of at most thresholds[i]; longer ones go up."""
+
+    @field_validator("length_thresholds")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if any(b <= a for a, b in itertools.pairwise(value)) or any(v < 0 for v in value):
+            raise ValueError("must be non-negative and strictly increasing")
+        return value
+
+
+class RungConfig(_Frozen):
+    server: ServerSettings = ServerSettings()
+    health: HealthSettings = HealthSettings()
+    routing: RoutingConfig = RoutingConfig()
+    tiers: list[TierConfig] = Field(min_length=1)
+    """Ordered smallest (cheapest) first."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RungConfig:
+        seen: dict[str, str] = {}
+        for tier in self.tiers:
+            for alias in {tier.name, tier.model}:
+                if alias in ROUTED_MODEL_NAMES:
+                    raise ValueError(f"tier {tier.name!r}: model id {alias!r} is reserved")
+                if alias in seen:
+                    raise ValueError(
+                        f"tier {tier.name!r}: {alias!r} already names tier {seen[alias]!r}; "
+                        "tier names and model ids must be unique"
+                    )
+                seen[alias] = tier.name
+        if len(self.routing.length_thresholds) > len(self.tiers) - 1:
+            raise ValueError(
+                f"routing.length_thresholds has {len(self.routing.length_thresholds)} entries; "
+                f"at most {len(self.tiers) - 1} (one fewer than the tiers) make sense"
+            )
+        return self
+
+    def tier_index(self, model: str) -> int | None:
+        """The tier a client's `model` pins (by tier name or model id), or None."""
+        for index, tier in enumerate(self.tiers):
+            if model in (tier.name, tier.model):
+                return index
+        return None

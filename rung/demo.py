@@ -1,0 +1,105 @@
+"""`rung demo`: the gateway in front of two fake model servers, so a newcomer gets answers over
+HTTP with nothing else installed. The fakes echo the question; `rung serve` with a real config
+is the production path."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import uvicorn
+
+from rung.config import RungConfig, parse_config
+from rung.router import create_app
+
+log = logging.getLogger("rung.demo")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:g}s")
+
+
+def demo_config(small_port: int, large_port: int, host: str, port: int) -> RungConfig:
+    return parse_config(
+        {
+            "server": {"host": host, "port": port},
+            "routing": {"policy": "length", "length_thresholds": [200]},
+            "tiers": [
+                {
+                    "name": "small",
+                    "model": "fake-small",
+                    "price": {"input_per_mtok": 0.1, "output_per_mtok": 0.1},
+                    "backends": [{"url": f"http://127.0.0.1:{small_port}/v1"}],
+                },
+                {
+                    "name": "large",
+                    "model": "fake-large",
+                    "price": {"input_per_mtok": 0.9, "output_per_mtok": 0.9},
+                    "backends": [{"url": f"http://127.0.0.1:{large_port}/v1"}],
+                },
+            ],
+        },
+        "<demo>",
+    )
+
+
+def _sigterm_exits() -> None:
+    """uvicorn re-raises SIGTERM after its graceful shutdown; make that unwind our `finally`."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def run_demo(host: str, port: int) -> int:
+    logging.basicConfig(level="INFO", format=LOG_FORMAT)
+    _sigterm_exits()
+    ports = {"small": free_port(), "large": free_port()}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rung.backends.fake_server",
+                "--port",
+                str(p),
+                "--name",
+                name,
+                "--model",
+                f"fake-{name}",
+            ]
+        )
+        for name, p in ports.items()
+    ]
+    try:
+        for p in ports.values():
+            wait_for_port(p)
+        log.info("fake tiers: small on :%d, large on :%d", ports["small"], ports["large"])
+        log.info("gateway on http://%s:%d/v1 (model 'rung' routes; Ctrl-C stops)", host, port)
+        config = demo_config(ports["small"], ports["large"], host, port)
+        uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=False)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+    return 0

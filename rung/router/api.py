@@ -1,0 +1,136 @@
+"""HTTP routes: OpenAI's wire format in and out. Thin: parse, hand to the pipeline, respond."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from rung.backends import OpenStream, describe
+from rung.config import RungConfig
+from rung.errors import InvalidRequest, PayloadTooLarge, RungError
+from rung.router.decide import Query
+from rung.router.errors import json_response, status_of
+from rung.router.pipeline import Pipeline
+from rung.router.schemas import (
+    ChatRequest,
+    CompletionRequest,
+    error_body,
+    prompt_chars,
+    routing_text,
+    validate,
+)
+
+log = logging.getLogger("rung.router")
+router = APIRouter()
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
+    if not body:
+        raise InvalidRequest("the request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    return await _serve(request, ChatRequest, "/chat/completions")
+
+
+@router.post("/v1/completions")
+async def completions(request: Request) -> Response:
+    return await _serve(request, CompletionRequest, "/completions")
+
+
+async def _serve(
+    request: Request, kind: type[ChatRequest | CompletionRequest], path: str
+) -> Response:
+    pipeline: Pipeline = request.app.state.pipeline
+    config = pipeline.config
+    payload = await read_json(request, config.server.max_body_bytes)
+    parsed = validate(kind, payload)
+    plan = await pipeline.plan(parsed.model, Query(routing_text(parsed), prompt_chars(parsed)))
+    if parsed.stream:
+        stream, served = await pipeline.open_stream(path, payload, plan)
+        return _StreamResponse(stream, served.headers(config))
+    body, served = await pipeline.complete(path, payload, plan)
+    return json_response(body, 200, served.headers(config))
+
+
+class _StreamResponse(StreamingResponse):
+    """SSE response that releases the backend stream even if the client left before the start."""
+
+    def __init__(self, stream: OpenStream, headers: dict[str, str]) -> None:
+        super().__init__(_sse(stream), media_type="text/event-stream", headers=headers)
+        self.stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.stream.aclose()
+
+
+async def _sse(stream: OpenStream) -> AsyncIterator[bytes]:
+    """Re-emit the backend's chunks; a failure after the first byte ends with an error event."""
+    try:
+        async for chunk in stream:
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+    except RungError as exc:
+        _, type_ = status_of(exc)
+        log.warning("stream from %s broke: %s", stream.replica.label, exc.message)
+        body = error_body("the model server failed mid-stream", type_, None, exc.code)
+        yield b"data: " + orjson.dumps(body) + b"\n\n"
+        return
+    yield b"data: [DONE]\n\n"
+
+
+@router.get("/v1/models")
+async def models(request: Request) -> Response:
+    config: RungConfig = request.app.state.pipeline.config
+    created = request.app.state.started
+    data = [{"id": "rung", "object": "model", "created": created, "owned_by": "rung"}]
+    data += [
+        {
+            "id": t.name,
+            "object": "model",
+            "created": created,
+            "owned_by": "rung",
+            "rung_model": t.model,
+        }
+        for t in config.tiers
+    ]
+    return json_response({"object": "list", "data": data}, 200)
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return json_response({"status": "ok"}, 200)
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    pipeline: Pipeline = request.app.state.pipeline
+    ready = any(pool.ready() for pool in pipeline.pools)
+    body = {
+        "status": "ready" if ready else "unavailable",
+        "tiers": describe(pipeline.pools),
+        "checked_at": int(time.time()),
+    }
+    return json_response(body, 200 if ready else 503)
