@@ -250,8 +250,9 @@ class FakeServer:
         return resp
 
 
-async def _serve_forever(port: int, name: str, model: str, host: str) -> None:
+async def _serve_forever(port: int, name: str, model: str, host: str, reply: str | None) -> None:
     server = FakeServer(name=name, model=model)
+    server.behavior.reply = reply
     await server.start(host, port)
     print(f"fake backend {name} ({model}) on {server.url}", flush=True)
     try:
@@ -266,9 +267,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--name", default="fake")
     parser.add_argument("--model", default="fake-model")
+    parser.add_argument("--reply", help="fixed answer text (default: echo the question)")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(args.port, args.name, args.model, args.host))
+        asyncio.run(_serve_forever(args.port, args.name, args.model, args.host, args.reply))
 
 
 if __name__ == "__main__":

@@ -119,7 +119,8 @@ class RungConfig(_Frozen):
                         "tier names and model ids must be unique"
                     )
                 seen[alias] = tier.name
-        if len(self.routing.length_thresholds) > len(self.tiers) - 1:
+        explicit = "length_thresholds" in self.routing.model_fields_set
+        if explicit and len(self.routing.length_thresholds) > len(self.tiers) - 1:
             raise ValueError(
                 f"routing.length_thresholds has {len(self.routing.length_thresholds)} entries; "
                 f"at most {len(self.tiers) - 1} (one fewer than the tiers) make sense"

@@ -1,0 +1,168 @@
+"""What rung adds to a request: the same requests straight to a backend and through rung,
+measured side by side in one run (alternating rounds), printed as JSON.
+
+The backend is rung's fake OpenAI-compatible server answering instantly, so every millisecond
+measured is HTTP + gateway, not model time. rung runs as `rung serve` with one worker.
+
+    python bench/overhead.py [--requests 2000] [--rounds 3] [--out bench/results/overhead.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BODY = {"model": "MODEL", "messages": [{"role": "user", "content": "What is 2+2?"}],
+        "max_tokens": 16}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(port)
+
+
+async def one(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool) -> float:
+    started = time.perf_counter()
+    async with session.post(url, data=body, headers={"content-type": "application/json"}) as r:
+        if r.status != 200:
+            raise RuntimeError(f"{url}: HTTP {r.status}: {await r.text()}")
+        if stream:
+            async for _ in r.content.iter_any():
+                pass
+        else:
+            await r.read()
+    return time.perf_counter() - started
+
+
+async def load(url: str, model: str, stream: bool, concurrency: int, n: int) -> dict[str, float]:
+    body = json.dumps({**BODY, "model": model, "stream": stream}).encode()
+    latencies: list[float] = []
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(min(50, n)):  # warm connections and caches
+            await one(session, url, body, stream)
+        queue = iter(range(n))
+
+        async def worker() -> None:
+            for _ in queue:
+                latencies.append(await one(session, url, body, stream))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "p50_ms": 1000 * statistics.median(latencies),
+        "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
+        "rps": n / elapsed,
+    }
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
+
+
+async def measure(direct: str, via: str, requests: int, rounds: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for stream in (False, True):
+        for concurrency in (1, 64):
+            name = f"{'stream' if stream else 'json'}_c{concurrency}"
+            runs: dict[str, list[dict[str, float]]] = {"direct": [], "rung": []}
+            for _ in range(rounds):  # alternate so both see the same machine noise
+                runs["direct"].append(await load(direct, "fake-model", stream, concurrency,
+                                                 requests))
+                runs["rung"].append(await load(via, "rung", stream, concurrency, requests))
+            d, r = median_of(runs["direct"]), median_of(runs["rung"])
+            results[name] = {
+                "direct": d, "rung": r,
+                "added_p50_ms": round(r["p50_ms"] - d["p50_ms"], 3),
+                "added_p99_ms": round(r["p99_ms"] - d["p99_ms"], 3),
+                "rps_ratio": round(r["rps"] / d["rps"], 3),
+            }
+            print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+
+    backend_port, rung_port = free_port(), free_port()
+    procs: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "rung.yaml"
+        config.write_text(yaml.safe_dump({
+            "server": {"port": rung_port, "log_level": "warning"},
+            "tiers": [{"name": "small", "model": "fake-model",
+                       "price": {"input_per_mtok": 1, "output_per_mtok": 1},
+                       "backends": [{"url": f"http://127.0.0.1:{backend_port}/v1",
+                                     "max_concurrency": 256}]}],
+        }))
+        try:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "rung.backends.fake_server", "--port", str(backend_port),
+                 "--reply", "Two plus two is four."], stdout=subprocess.DEVNULL))
+            wait_port(backend_port)
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "rung", "serve", "--config", str(config)],
+                stdout=subprocess.DEVNULL))
+            wait_port(rung_port)
+            results = asyncio.run(measure(
+                f"http://127.0.0.1:{backend_port}/v1/chat/completions",
+                f"http://127.0.0.1:{rung_port}/v1/chat/completions",
+                args.requests, args.rounds,
+            ))
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                proc.wait(timeout=20)
+    report = {
+        "benchmark": "overhead",
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "requests_per_measurement": args.requests,
+        "rounds": args.rounds,
+        "rung_workers": 1,
+        "targets": {"added_p50_ms_c1": 2, "added_p99_ms_c1": 8, "rung_rps_c64": 1500},
+        "results": results,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The `rung` command as a user runs it: real processes, real signals."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import yaml
+
+from tests.integration.harness import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rung(*args: str, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "rung", *args], capture_output=True, text=True,
+                          timeout=60, **kw)
+
+
+def test_config_check_accepts_the_example_and_rejects_a_typo(tmp_path):
+    ok = rung("config", "check", str(ROOT / "config" / "example.yaml"))
+    assert ok.returncode == 0, ok.stderr
+    assert "OK: 3 tier(s)" in ok.stdout
+    bad = tmp_path / "bad.yaml"
+    data = yaml.safe_load((ROOT / "config" / "example.yaml").read_text())
+    data["server"]["prot"] = 1
+    bad.write_text(yaml.safe_dump(data))
+    result = rung("config", "check", str(bad))
+    assert result.returncode == 2
+    assert f"invalid config {bad}" in result.stderr
+    assert "server.prot: unknown key" in result.stderr
+
+
+def wait_http(url: str, proc: subprocess.Popen[str], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not come up")
+
+
+def test_serve_answers_through_the_sdk_and_stops_on_sigterm(tmp_path, fake):
+    backend = fake("small")
+    config = tmp_path / "rung.yaml"
+    config.write_text(yaml.safe_dump({
+        "server": {"port": 1},  # overridden by --port below
+        "tiers": [{"name": "small", "model": backend.model,
+                   "price": {"input_per_mtok": 1, "output_per_mtok": 1},
+                   "backends": [{"url": backend.url}]}],
+    }))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rung", "serve", "--config", str(config),
+                             "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        answer = sdk.chat.completions.create(model="rung",
+                                             messages=[{"role": "user", "content": "ping"}])
+        assert answer.choices[0].message.content == "[small] You said: ping"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode in (0, -signal.SIGTERM)
+    assert "ping" not in stderr  # prompt text stays out of the logs
+
+
+def test_demo_serves_answers_and_leaves_no_fake_servers_behind():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rung", "demo", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/readyz", proc)
+        response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={
+            "model": "rung", "messages": [{"role": "user", "content": "hello"}]})
+        assert response.headers["x-rung-tier"] == "small"
+        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+        pids = children.stdout.split()
+        assert len(pids) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=20)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
+            f"/proc/{pid}/status").read_text().lower()
