@@ -89,24 +89,28 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
     return {k: round(statistics.median(r[k] for r in runs), 3) for k in runs[0]}
 
 
-async def measure(direct: str, via: str, requests: int, rounds: int) -> dict[str, Any]:
+SCENARIOS = ("json_c1", "json_c64", "stream_c1", "stream_c64")
+
+
+async def measure(
+    direct: str, via: str, requests: int, rounds: int, only: list[str]
+) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for stream in (False, True):
-        for concurrency in (1, 64):
-            name = f"{'stream' if stream else 'json'}_c{concurrency}"
-            runs: dict[str, list[dict[str, float]]] = {"direct": [], "rung": []}
-            for _ in range(rounds):  # alternate so both see the same machine noise
-                runs["direct"].append(await load(direct, "fake-model", stream, concurrency,
-                                                 requests))
-                runs["rung"].append(await load(via, "rung", stream, concurrency, requests))
-            d, r = median_of(runs["direct"]), median_of(runs["rung"])
-            results[name] = {
-                "direct": d, "rung": r,
-                "added_p50_ms": round(r["p50_ms"] - d["p50_ms"], 3),
-                "added_p99_ms": round(r["p99_ms"] - d["p99_ms"], 3),
-                "rps_ratio": round(r["rps"] / d["rps"], 3),
-            }
-            print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
+    for name in only:
+        stream, concurrency = name.startswith("stream"), int(name.rsplit("_c", 1)[1])
+        runs: dict[str, list[dict[str, float]]] = {"direct": [], "rung": []}
+        for _ in range(rounds):  # alternate so both see the same machine noise
+            runs["direct"].append(await load(direct, "fake-model", stream, concurrency,
+                                             requests))
+            runs["rung"].append(await load(via, "rung", stream, concurrency, requests))
+        d, r = median_of(runs["direct"]), median_of(runs["rung"])
+        results[name] = {
+            "direct": d, "rung": r,
+            "added_p50_ms": round(r["p50_ms"] - d["p50_ms"], 3),
+            "added_p99_ms": round(r["p99_ms"] - d["p99_ms"], 3),
+            "rps_ratio": round(r["rps"] / d["rps"], 3),
+        }
+        print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
     return results
 
 
@@ -116,6 +120,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     args = parser.parse_args()
 
     backend_port, rung_port = free_port(), free_port()
@@ -141,7 +146,7 @@ def main() -> None:
             results = asyncio.run(measure(
                 f"http://127.0.0.1:{backend_port}/v1/chat/completions",
                 f"http://127.0.0.1:{rung_port}/v1/chat/completions",
-                args.requests, args.rounds,
+                args.requests, args.rounds, args.only,
             ))
         finally:
             for proc in procs:

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from rung.backends.sse import SSEDecoder
 from rung.config import BackendConfig
@@ -19,6 +20,8 @@ from rung.errors import BackendError, BackendRejected, BackendTimeout
 
 Json = dict[str, Any]
 _DONE = b"[DONE]"
+# A completion is kilobytes; a body this large is a broken or hostile backend, not an answer.
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
 def _error_body(status: int, raw: bytes) -> Json:
@@ -41,6 +44,7 @@ class OpenAIClient:
         self.config = config
         self.url = config.url
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
         self._headers = {"content-type": "application/json"}
         if config.api_key is not None:
             self._headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
@@ -73,13 +77,15 @@ class OpenAIClient:
     async def complete(self, path: str, payload: Json) -> Json:
         """POST a non-streaming request; return the parsed JSON body."""
         try:
-            async with self.session.post(self.url + path, data=orjson.dumps(payload)) as resp:
-                raw = await resp.read()
+            async with self.session.post(self._url(path), data=orjson.dumps(payload)) as resp:
+                raw = await _read_bounded(resp)
                 status = resp.status
         except TimeoutError:
             raise BackendTimeout(f"{self.url} did not answer in time") from None
         except aiohttp.ClientError as exc:
             raise BackendError(f"{self.url}: {type(exc).__name__}") from None
+        except ValueError as exc:
+            raise BackendError(f"{self.url}: {exc}") from None
         if status >= 500:
             raise BackendError(f"{self.url} answered HTTP {status}")
         if status >= 400:
@@ -92,28 +98,32 @@ class OpenAIClient:
             raise BackendError(f"{self.url} returned JSON without `choices`")
         return body
 
-    async def stream(self, path: str, payload: Json) -> AsyncIterator[Json]:
-        """POST a streaming request; yield each parsed chunk until `[DONE]`.
+    async def stream(self, path: str, payload: Json) -> AsyncIterator[list[Json]]:
+        """POST a streaming request; yield the parsed chunks in batches until `[DONE]`.
 
-        Errors before the first chunk are safe to retry elsewhere; the caller decides.
+        A batch is every chunk that arrived in one network read (never empty): handing them on
+        together saves a trip through every layer per chunk. Errors before the first batch are
+        safe to retry elsewhere; the caller decides.
         """
         decoder = SSEDecoder()
         try:
-            async with self.session.post(self.url + path, data=orjson.dumps(payload)) as resp:
+            async with self.session.post(self._url(path), data=orjson.dumps(payload)) as resp:
                 if resp.status >= 400:
-                    raw = await resp.read()
+                    raw = await _read_bounded(resp)
                     if resp.status >= 500:
                         raise BackendError(f"{self.url} answered HTTP {resp.status}")
                     raise BackendRejected(resp.status, _error_body(resp.status, raw))
                 async for data in resp.content.iter_any():
-                    for event in decoder.feed(data):
-                        if event == _DONE:
-                            return
-                        yield _chunk(event, self.url)
-                for event in decoder.flush():
-                    if event == _DONE:
+                    batch, done = self._batch(decoder.feed(data))
+                    if batch:
+                        yield batch
+                    if done:
                         return
-                    yield _chunk(event, self.url)
+                batch, done = self._batch(decoder.flush())
+                if batch:
+                    yield batch
+                if done:
+                    return
         except TimeoutError:
             raise BackendTimeout(f"{self.url} went silent") from None
         except aiohttp.ClientError as exc:
@@ -121,6 +131,20 @@ class OpenAIClient:
         except ValueError as exc:
             raise BackendError(f"{self.url}: {exc}") from None
         raise BackendError(f"{self.url} ended the stream without [DONE]")
+
+    def _batch(self, events: list[bytes]) -> tuple[list[Json], bool]:
+        batch: list[Json] = []
+        for event in events:
+            if event == _DONE:
+                return batch, True
+            batch.append(_chunk(event, self.url))
+        return batch, False
+
+    def _url(self, path: str) -> URL:
+        url = self._urls.get(path)
+        if url is None:  # parsed once per path, not per request
+            url = self._urls[path] = URL(self.url + path)
+        return url
 
     async def probe(self, timeout_s: float) -> bool:
         """Health probe: GET {url}/models answers 2xx within the timeout."""
@@ -132,6 +156,17 @@ class OpenAIClient:
                 return resp.status < 300
         except (TimeoutError, aiohttp.ClientError):
             return False
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:
+    if (resp.content_length or 0) > MAX_RESPONSE_BYTES:
+        raise ValueError("response body exceeds the size limit")
+    body = bytearray()
+    async for data in resp.content.iter_any():
+        body += data
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise ValueError("response body exceeds the size limit")
+    return bytes(body)
 
 
 def _chunk(event: bytes, url: str) -> Json:

@@ -31,20 +31,23 @@ class Replica:
 
 @dataclass
 class OpenStream:
-    """A stream that already produced its first chunk, so the replica is committed."""
+    """A stream that already produced its first chunks, so the replica is committed.
+
+    Iterating it yields batches of chunks (those that arrived together), first batch included.
+    """
 
     replica: Replica
-    first: Json
-    _rest: AsyncIterator[Json]
+    first: list[Json]
+    _rest: AsyncIterator[list[Json]]
     _done: Callable[[BaseException | None], None]
     _closed: bool = field(default=False)
 
-    async def __aiter__(self) -> AsyncIterator[Json]:
+    async def __aiter__(self) -> AsyncIterator[list[Json]]:
         error: BaseException | None = None
         try:
             yield self.first
-            async for chunk in self._rest:
-                yield chunk
+            async for batch in self._rest:
+                yield batch
         except BaseException as exc:
             error = exc
             raise

@@ -45,9 +45,10 @@ def test_a_silent_replica_times_out_and_the_other_answers(fake, gateway):
     assert slow.stats.requests == 1
 
 
-def test_streams_fail_over_before_the_first_byte(fake, gateway):
+@pytest.mark.parametrize("mode", ["error", "drop", "garbage"])
+def test_streams_fail_over_before_the_first_byte(fake, gateway, mode):
     bad, good = fake("a", "m"), fake("b", "m")
-    bad.behavior = Behavior(mode="error", status=500)
+    bad.behavior = Behavior(mode=mode, status=500)
     good.behavior.reply = "streamed fine"
     gw = gateway(make_config([tier("small", bad, good)]))
     for _ in range(2):
@@ -115,9 +116,10 @@ def test_a_whole_tier_down_falls_back_to_the_next_tier_up(fake, gateway, loop_th
     assert small.stats.requests == 1
 
 
-def test_a_pinned_tier_never_falls_back_to_another_tier(fake, gateway):
+@pytest.mark.parametrize("mode", ["error", "drop", "garbage"])
+def test_a_pinned_tier_never_falls_back_to_another_tier(fake, gateway, mode):
     small, large = fake("small"), fake("large")
-    small.behavior = Behavior(mode="error", status=500)
+    small.behavior = Behavior(mode=mode, status=500)
     gw = gateway(make_config([tier("small", small), tier("large", large)]))
     response = httpx.post(gw.url + "/v1/chat/completions",
                           json={"model": "small", "messages": ASK})
@@ -165,3 +167,18 @@ def test_a_backend_4xx_is_passed_through_and_not_retried(fake, gateway):
     with pytest.raises(openai.BadRequestError, match="fake 400"):
         client(gw).chat.completions.create(model="rung", messages=ASK)
     assert a.stats.requests + b.stats.requests == 1
+
+
+def test_an_oversized_backend_body_is_refused_not_buffered(fake, gateway, monkeypatch):
+    import rung.backends.client as client_module
+
+    monkeypatch.setattr(client_module, "MAX_RESPONSE_BYTES", 2048)
+    a = fake("a")
+    a.behavior.reply = "word " * 1000
+    gw = gateway(make_config([tier("small", a)]))
+    response = httpx.post(gw.url + "/v1/chat/completions", json={"model": "rung", "messages": ASK})
+    assert response.status_code == 502
+    a.behavior.reply = "short"
+    gw2 = gateway(make_config([tier("small", a)]))
+    ok = httpx.post(gw2.url + "/v1/chat/completions", json={"model": "rung", "messages": ASK})
+    assert ok.status_code == 200
