@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,25 +26,11 @@ from typing import Any
 import aiohttp
 import yaml
 
+from rung.ports import free_port, wait_for_port
+
 ROOT = Path(__file__).resolve().parents[1]
 BODY = {"model": "MODEL", "messages": [{"role": "user", "content": "What is 2+2?"}],
         "max_tokens": 16}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(port)
 
 
 async def one(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool) -> float:
@@ -138,11 +123,11 @@ def main() -> None:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "rung.backends.fake_server", "--port", str(backend_port),
                  "--reply", "Two plus two is four."], stdout=subprocess.DEVNULL))
-            wait_port(backend_port)
+            wait_for_port(backend_port)
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "rung", "serve", "--config", str(config)],
                 stdout=subprocess.DEVNULL))
-            wait_port(rung_port)
+            wait_for_port(rung_port)
             results = asyncio.run(measure(
                 f"http://127.0.0.1:{backend_port}/v1/chat/completions",
                 f"http://127.0.0.1:{rung_port}/v1/chat/completions",

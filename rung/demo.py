@@ -6,35 +6,17 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import uvicorn
 
 from rung.config import RungConfig, parse_config
+from rung.ports import free_port, wait_for_port
 from rung.router import create_app
 
 log = logging.getLogger("rung.demo")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s:g}s")
 
 
 def demo_config(small_port: int, large_port: int, host: str, port: int) -> RungConfig:

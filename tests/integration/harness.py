@@ -4,7 +4,6 @@ running on one background event loop so that tests drive them with the (sync) op
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Coroutine
@@ -15,6 +14,7 @@ import uvicorn
 
 from rung.backends.fake_server import FakeServer
 from rung.config import RungConfig, parse_config
+from rung.ports import free_port
 from rung.router import create_app
 
 T = TypeVar("T")
@@ -32,13 +32,6 @@ class LoopThread:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def tier(name: str, *servers: FakeServer, **backend: Any) -> dict[str, Any]:

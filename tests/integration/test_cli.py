@@ -12,7 +12,7 @@ import httpx
 import openai
 import yaml
 
-from tests.integration.harness import free_port
+from rung.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
