@@ -149,7 +149,11 @@ class TierPool:
         last: BackendError | None = None
         for replica in self.candidates():
             replica.outstanding += 1
-            await replica.slots.acquire()
+            try:
+                await replica.slots.acquire()
+            except BaseException:
+                replica.outstanding -= 1
+                raise
             chunks = replica.client.stream(path, payload)
             try:
                 first = await anext(aiter(chunks))
@@ -197,7 +201,10 @@ class TierPool:
 async def probe_forever(pools: list[TierPool], interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
-        await asyncio.gather(*(pool.probe() for pool in pools))
+        try:
+            await asyncio.gather(*(pool.probe() for pool in pools))
+        except Exception:  # a bug in one round must not end health checking for good
+            log.exception("health probe round failed")
 
 
 def describe(pools: list[TierPool]) -> list[dict[str, Any]]:
