@@ -24,7 +24,7 @@ test: install lint typecheck
 
 lint: install
 	$(BIN)/ruff check rung tests bench
-	$(BIN)/ruff format --check rung
+	$(BIN)/ruff format --check rung tests bench
 
 typecheck: install
 	$(BIN)/mypy rung

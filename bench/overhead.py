@@ -29,8 +29,11 @@ import yaml
 from rung.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
-BODY = {"model": "MODEL", "messages": [{"role": "user", "content": "What is 2+2?"}],
-        "max_tokens": 16}
+BODY = {
+    "model": "MODEL",
+    "messages": [{"role": "user", "content": "What is 2+2?"}],
+    "max_tokens": 16,
+}
 
 
 async def one(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool) -> float:
@@ -85,12 +88,12 @@ async def measure(
         stream, concurrency = name.startswith("stream"), int(name.rsplit("_c", 1)[1])
         runs: dict[str, list[dict[str, float]]] = {"direct": [], "rung": []}
         for _ in range(rounds):  # alternate so both see the same machine noise
-            runs["direct"].append(await load(direct, "fake-model", stream, concurrency,
-                                             requests))
+            runs["direct"].append(await load(direct, "fake-model", stream, concurrency, requests))
             runs["rung"].append(await load(via, "rung", stream, concurrency, requests))
         d, r = median_of(runs["direct"]), median_of(runs["rung"])
         results[name] = {
-            "direct": d, "rung": r,
+            "direct": d,
+            "rung": r,
             "added_p50_ms": round(r["p50_ms"] - d["p50_ms"], 3),
             "added_p99_ms": round(r["p99_ms"] - d["p99_ms"], 3),
             "rps_ratio": round(r["rps"] / d["rps"], 3),
@@ -100,8 +103,9 @@ async def measure(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
@@ -112,27 +116,58 @@ def main() -> None:
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "rung.yaml"
-        config.write_text(yaml.safe_dump({
-            "server": {"port": rung_port, "log_level": "warning"},
-            "tiers": [{"name": "small", "model": "fake-model",
-                       "price": {"input_per_mtok": 1, "output_per_mtok": 1},
-                       "backends": [{"url": f"http://127.0.0.1:{backend_port}/v1",
-                                     "max_concurrency": 256}]}],
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "server": {"port": rung_port, "log_level": "warning"},
+                    "tiers": [
+                        {
+                            "name": "small",
+                            "model": "fake-model",
+                            "price": {"input_per_mtok": 1, "output_per_mtok": 1},
+                            "backends": [
+                                {
+                                    "url": f"http://127.0.0.1:{backend_port}/v1",
+                                    "max_concurrency": 256,
+                                }
+                            ],
+                        }
+                    ],
+                }
+            )
+        )
         try:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "rung.backends.fake_server", "--port", str(backend_port),
-                 "--reply", "Two plus two is four."], stdout=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "rung.backends.fake_server",
+                        "--port",
+                        str(backend_port),
+                        "--reply",
+                        "Two plus two is four.",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
             wait_for_port(backend_port)
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "rung", "serve", "--config", str(config)],
-                stdout=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "rung", "serve", "--config", str(config)],
+                    stdout=subprocess.DEVNULL,
+                )
+            )
             wait_for_port(rung_port)
-            results = asyncio.run(measure(
-                f"http://127.0.0.1:{backend_port}/v1/chat/completions",
-                f"http://127.0.0.1:{rung_port}/v1/chat/completions",
-                args.requests, args.rounds, args.only,
-            ))
+            results = asyncio.run(
+                measure(
+                    f"http://127.0.0.1:{backend_port}/v1/chat/completions",
+                    f"http://127.0.0.1:{rung_port}/v1/chat/completions",
+                    args.requests,
+                    args.rounds,
+                    args.only,
+                )
+            )
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)

@@ -1,22 +1,17 @@
 """`rung demo`: the gateway in front of two fake model servers, so a newcomer gets answers over
-HTTP with nothing else installed. The fakes echo the question; `rung serve` with a real config
-is the production path."""
+HTTP with nothing else installed. The fakes echo the question; `rung up` runs real local models."""
 
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 import sys
 
-import uvicorn
-
 from rung.config import RungConfig, parse_config
 from rung.ports import free_port, wait_for_port
-from rung.router import create_app
+from rung.router.serve import configure_logging, serve, sigterm_exits
 
 log = logging.getLogger("rung.demo")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def demo_config(small_port: int, large_port: int, host: str, port: int) -> RungConfig:
@@ -43,18 +38,9 @@ def demo_config(small_port: int, large_port: int, host: str, port: int) -> RungC
     )
 
 
-def _sigterm_exits() -> None:
-    """uvicorn re-raises SIGTERM after its graceful shutdown; make that unwind our `finally`."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def run_demo(host: str, port: int) -> int:
-    logging.basicConfig(level="INFO", format=LOG_FORMAT)
-    _sigterm_exits()
+    configure_logging("info")
+    sigterm_exits()
     ports = {"small": free_port(), "large": free_port()}
     procs = [
         subprocess.Popen(
@@ -77,8 +63,7 @@ def run_demo(host: str, port: int) -> int:
             wait_for_port(p)
         log.info("fake tiers: small on :%d, large on :%d", ports["small"], ports["large"])
         log.info("gateway on http://%s:%d/v1 (model 'rung' routes; Ctrl-C stops)", host, port)
-        config = demo_config(ports["small"], ports["large"], host, port)
-        uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=False)
+        serve(demo_config(ports["small"], ports["large"], host, port))
     finally:
         for proc in procs:
             proc.terminate()

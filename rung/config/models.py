@@ -68,12 +68,26 @@ class Price(_Frozen):
     """USD per million completion tokens."""
 
 
+class LocalTier(_Frozen):
+    """A tier that `rung up` serves itself with llama.cpp on this machine."""
+
+    weights: str
+    """A packaged model's name (`rung models list`) or a path to a .gguf file."""
+    replicas: int = Field(default=1, ge=1, le=16)
+    n_threads: int = Field(default=1, ge=1, le=256)
+    """CPU threads per server; 1 is steadiest when several servers share few cores."""
+    n_ctx: int = Field(default=2048, ge=256)
+    read_timeout_s: PositiveSeconds = 300.0
+    """CPU prompt processing can take a while before the first token."""
+
+
 class TierConfig(_Frozen):
     name: str
     model: str
     """The model id the tier's backends serve; sent to them as `model`."""
     price: Price
-    backends: list[BackendConfig] = Field(min_length=1)
+    backends: list[BackendConfig] = Field(default_factory=list)
+    local: LocalTier | None = None
 
     @field_validator("name")
     @classmethod
@@ -83,6 +97,12 @@ class TierConfig(_Frozen):
         if value in ROUTED_MODEL_NAMES:
             raise ValueError(f"{value!r} is reserved for routed requests")
         return value
+
+    @model_validator(mode="after")
+    def _has_backends(self) -> TierConfig:
+        if not self.backends and self.local is None:
+            raise ValueError(f"tier {self.name!r} needs `backends` (URLs) or `local` (rung up)")
+        return self
 
 
 class RoutingConfig(_Frozen):
@@ -126,6 +146,10 @@ class RungConfig(_Frozen):
                 f"at most {len(self.tiers) - 1} (one fewer than the tiers) make sense"
             )
         return self
+
+    def unlaunched_local_tiers(self) -> list[str]:
+        """Local tiers with no backend URL yet: only `rung up` can serve them."""
+        return [t.name for t in self.tiers if t.local is not None and not t.backends]
 
     def tier_index(self, model: str) -> int | None:
         """The tier a client's `model` pins (by tier name or model id), or None."""

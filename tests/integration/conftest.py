@@ -46,4 +46,3 @@ def gateway(loop_thread: LoopThread) -> Iterator[Callable[[RungConfig], Gateway]
     yield start
     for gw in started:
         gw.stop()
-

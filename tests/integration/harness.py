@@ -46,8 +46,12 @@ def tier(name: str, *servers: FakeServer, **backend: Any) -> dict[str, Any]:
 def make_config(tiers: list[dict[str, Any]], **sections: Any) -> RungConfig:
     data: dict[str, Any] = {
         "server": {"request_timeout_s": 10},
-        "health": {"interval_s": 0.2, "probe_timeout_s": 0.5, "failure_threshold": 1,
-                   "cooldown_s": 0.5},
+        "health": {
+            "interval_s": 0.2,
+            "probe_timeout_s": 0.5,
+            "failure_threshold": 1,
+            "cooldown_s": 0.5,
+        },
         "routing": {"policy": "length", "length_thresholds": [100, 1000][: len(tiers) - 1]},
         "tiers": tiers,
     }

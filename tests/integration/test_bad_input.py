@@ -21,8 +21,9 @@ def gw(fake, gateway):
 def post(gw, body: bytes | dict, path: str = "/v1/chat/completions", **kw) -> httpx.Response:
     if isinstance(body, dict):
         return httpx.post(gw.url + path, json=body, timeout=5, **kw)
-    return httpx.post(gw.url + path, content=body, timeout=5,
-                      headers={"content-type": "application/json"}, **kw)
+    return httpx.post(
+        gw.url + path, content=body, timeout=5, headers={"content-type": "application/json"}, **kw
+    )
 
 
 CASES = [
@@ -32,21 +33,32 @@ CASES = [
     ("missing messages", {"model": "rung"}, 400, "messages", "missing required parameter"),
     ("missing model", {"messages": OK["messages"]}, 400, "model", "missing required"),
     ("empty messages", {**OK, "messages": []}, 400, "messages", "at least 1"),
-    ("unknown role", {**OK, "messages": [{"role": "wizard", "content": "x"}]}, 400,
-     "messages[0].role", "invalid role"),
+    (
+        "unknown role",
+        {**OK, "messages": [{"role": "wizard", "content": "x"}]},
+        400,
+        "messages[0].role",
+        "invalid role",
+    ),
     ("message not an object", {**OK, "messages": ["hi"]}, 400, "messages[0]", "invalid value"),
     ("wrong type", {**OK, "temperature": "hot"}, 400, "temperature", "valid number"),
     ("out of range", {**OK, "temperature": 7}, 400, "temperature", "less than or equal"),
     ("string for bool", {**OK, "stream": "yes"}, 400, "stream", "valid boolean"),
     ("bad max_tokens", {**OK, "max_tokens": 0}, 400, "max_tokens", "greater than"),
-    ("bad content", {**OK, "messages": [{"role": "user", "content": 5}]}, 400,
-     "messages[0].content", "invalid value"),
+    (
+        "bad content",
+        {**OK, "messages": [{"role": "user", "content": 5}]},
+        400,
+        "messages[0].content",
+        "invalid value",
+    ),
     ("unknown model", {**OK, "model": "gpt-9"}, 404, "model", "does not exist"),
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "param", "message"),
-                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("body", "status", "param", "message"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_bad_chat_requests_get_openai_errors(gw, body, status, param, message):
     response = post(gw, body)
     assert response.status_code == status
@@ -100,6 +112,8 @@ def test_the_sdk_raises_its_own_typed_errors(gw):
 def test_a_client_that_sends_half_a_body_and_leaves_does_not_wedge_rung(gw):
     host, port = "127.0.0.1", int(gw.url.rsplit(":", 1)[1])
     with socket.create_connection((host, port), timeout=5) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"model\"")
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{"model"'
+        )
     assert post(gw, OK).status_code == 200

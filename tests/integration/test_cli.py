@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def rung(*args: str, **kw) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "rung", *args], capture_output=True, text=True,
-                          timeout=60, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "rung", *args], capture_output=True, text=True, timeout=60, **kw
+    )
 
 
 def test_config_check_accepts_the_example_and_rejects_a_typo(tmp_path):
@@ -52,21 +53,34 @@ def wait_http(url: str, proc: subprocess.Popen[str], timeout: float = 20) -> Non
 def test_serve_answers_through_the_sdk_and_stops_on_sigterm(tmp_path, fake):
     backend = fake("small")
     config = tmp_path / "rung.yaml"
-    config.write_text(yaml.safe_dump({
-        "server": {"port": 1},  # overridden by --port below
-        "tiers": [{"name": "small", "model": backend.model,
-                   "price": {"input_per_mtok": 1, "output_per_mtok": 1},
-                   "backends": [{"url": backend.url}]}],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "server": {"port": 1},  # overridden by --port below
+                "tiers": [
+                    {
+                        "name": "small",
+                        "model": backend.model,
+                        "price": {"input_per_mtok": 1, "output_per_mtok": 1},
+                        "backends": [{"url": backend.url}],
+                    }
+                ],
+            }
+        )
+    )
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "rung", "serve", "--config", str(config),
-                             "--port", str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rung", "serve", "--config", str(config), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc)
         sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
-        answer = sdk.chat.completions.create(model="rung",
-                                             messages=[{"role": "user", "content": "ping"}])
+        answer = sdk.chat.completions.create(
+            model="rung", messages=[{"role": "user", "content": "ping"}]
+        )
         assert answer.choices[0].message.content == "[small] You said: ping"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -77,12 +91,18 @@ def test_serve_answers_through_the_sdk_and_stops_on_sigterm(tmp_path, fake):
 
 def test_demo_serves_answers_and_leaves_no_fake_servers_behind():
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "rung", "demo", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rung", "demo", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", proc)
-        response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={
-            "model": "rung", "messages": [{"role": "user", "content": "hello"}]})
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"model": "rung", "messages": [{"role": "user", "content": "hello"}]},
+        )
         assert response.headers["x-rung-tier"] == "small"
         children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
         pids = children.stdout.split()
@@ -91,5 +111,7 @@ def test_demo_serves_answers_and_leaves_no_fake_servers_behind():
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=20)
     for pid in pids:
-        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(
-            f"/proc/{pid}/status").read_text().lower()
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        )

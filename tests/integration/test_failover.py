@@ -63,6 +63,7 @@ def test_a_stream_that_breaks_midway_ends_with_an_error_event(fake, gateway):
     gw = gateway(make_config([tier("small", only)]))
     received: list[str] = []
     stream = client(gw).chat.completions.create(model="rung", messages=ASK, stream=True)
+
     def drain() -> None:
         for chunk in stream:
             received.append(chunk.choices[0].delta.content or "")
@@ -78,8 +79,7 @@ def test_load_spreads_over_replicas_by_outstanding_requests(fake, gateway):
     gw = gateway(make_config([tier("small", a, b)]))
     sdk = client(gw)
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda _: sdk.chat.completions.create(model="rung", messages=ASK),
-                      range(16)))
+        list(pool.map(lambda _: sdk.chat.completions.create(model="rung", messages=ASK), range(16)))
     assert a.stats.completed + b.stats.completed == 16
     assert 6 <= a.stats.completed <= 10
 
@@ -92,8 +92,10 @@ def test_a_down_replica_returns_after_the_probe_sees_it_again(fake, gateway, loo
     ready = lambda: httpx.get(gw.url + "/readyz").json()["tiers"][0]["replicas"]  # noqa: E731
     wait_until(lambda: ready()[0]["in_rotation"] is False, what="replica a out of rotation")
     sdk = client(gw)
-    assert sdk.chat.completions.create(model="rung", messages=ASK).choices[0].message.content \
+    assert (
+        sdk.chat.completions.create(model="rung", messages=ASK).choices[0].message.content
         == "[b] You said: hi"
+    )
     loop_thread.run(a.start(port=port))
     wait_until(lambda: ready()[0]["in_rotation"] is True, what="replica a back in rotation")
     for _ in range(6):
@@ -121,8 +123,7 @@ def test_a_pinned_tier_never_falls_back_to_another_tier(fake, gateway, mode):
     small, large = fake("small"), fake("large")
     small.behavior = Behavior(mode=mode, status=500)
     gw = gateway(make_config([tier("small", small), tier("large", large)]))
-    response = httpx.post(gw.url + "/v1/chat/completions",
-                          json={"model": "small", "messages": ASK})
+    response = httpx.post(gw.url + "/v1/chat/completions", json={"model": "small", "messages": ASK})
     assert response.status_code == 502
     error = response.json()["error"]
     assert error["type"] == "server_error"

@@ -59,7 +59,9 @@ def test_streaming_chat_arrives_chunk_by_chunk_and_ends_cleanly(fake, gateway):
     small.behavior.reply = "one two three four"
     gw = gateway(make_config([tier("small", small)]))
     with client(gw).chat.completions.with_streaming_response.create(
-        model="rung", messages=[{"role": "user", "content": "count"}], stream=True,
+        model="rung",
+        messages=[{"role": "user", "content": "count"}],
+        stream=True,
         stream_options={"include_usage": True},
     ) as response:
         assert response.headers["x-rung-tier"] == "small"
@@ -80,15 +82,33 @@ def test_openai_parameters_reach_the_backend_unchanged(fake, gateway):
     completion = client(gw).chat.completions.create(
         model="rung",
         messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}],
-        temperature=0.3, top_p=0.9, max_tokens=3, stop=["\n"], seed=7, logprobs=True,
-        top_logprobs=1, n=1, user="team-a", response_format={"type": "text"},
+        temperature=0.3,
+        top_p=0.9,
+        max_tokens=3,
+        stop=["\n"],
+        seed=7,
+        logprobs=True,
+        top_logprobs=1,
+        n=1,
+        user="team-a",
+        response_format={"type": "text"},
         tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
         extra_body={"top_k": 20},
     )
     sent = small.stats.last_payload
-    for key, value in {"temperature": 0.3, "top_p": 0.9, "max_tokens": 3, "stop": ["\n"],
-                       "seed": 7, "logprobs": True, "top_logprobs": 1, "n": 1, "user": "team-a",
-                       "response_format": {"type": "text"}, "top_k": 20}.items():
+    for key, value in {
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "max_tokens": 3,
+        "stop": ["\n"],
+        "seed": 7,
+        "logprobs": True,
+        "top_logprobs": 1,
+        "n": 1,
+        "user": "team-a",
+        "response_format": {"type": "text"},
+        "top_k": 20,
+    }.items():
         assert sent[key] == value, key
     assert sent["tools"][0]["function"]["name"] == "f"
     assert sent["messages"][0] == {"role": "system", "content": "be brief"}

@@ -12,9 +12,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def minimal(**overrides: object) -> dict[str, object]:
-    tier = {"name": "small", "model": "m-small",
-            "price": {"input_per_mtok": 0.1, "output_per_mtok": 0.2},
-            "backends": [{"url": "http://127.0.0.1:8001/v1"}]}
+    tier = {
+        "name": "small",
+        "model": "m-small",
+        "price": {"input_per_mtok": 0.1, "output_per_mtok": 0.2},
+        "backends": [{"url": "http://127.0.0.1:8001/v1"}],
+    }
     return {"tiers": [{**tier, **overrides}]}
 
 
@@ -49,8 +52,10 @@ def test_defaults_fill_in_and_the_object_is_frozen() -> None:
         ({**minimal(), "server": {"port": 70000}}, "server.port: Input should be less than or"),
         (minimal(backends=[]), "tiers[0].backends: List should have at least 1 item"),
         (minimal(backends=[{"url": "ftp://x"}]), "tiers[0].backends[0].url: must be an http"),
-        (minimal(price={"input_per_mtok": -1, "output_per_mtok": 0}),
-         "tiers[0].price.input_per_mtok: Input should be greater than or equal to 0 (got -1)"),
+        (
+            minimal(price={"input_per_mtok": -1, "output_per_mtok": 0}),
+            "tiers[0].price.input_per_mtok: Input should be greater than or equal to 0 (got -1)",
+        ),
         (minimal(name="Big Model"), "tiers[0].name: must be lower-case"),
         (minimal(name="rung"), "reserved"),
         ({"tiers": []}, "tiers: List should have at least 1 item"),
@@ -78,8 +83,7 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_env_references_are_substituted_and_secrets_hidden() -> None:
-    data = minimal(backends=[{"url": "http://${HOST:-127.0.0.1}:${PORT}/v1",
-                              "api_key": "${KEY}"}])
+    data = minimal(backends=[{"url": "http://${HOST:-127.0.0.1}:${PORT}/v1", "api_key": "${KEY}"}])
     config = parse_config(data, "x", {"PORT": "9000", "KEY": "sk-secret"})
     backend = config.tiers[0].backends[0]
     assert backend.url == "http://127.0.0.1:9000/v1"

@@ -16,10 +16,14 @@ class Clock:
 
 
 def pool(replicas: int, clock: Clock, threshold: int = 1) -> TierPool:
-    tier = TierConfig.model_validate({
-        "name": "t", "model": "m", "price": {"input_per_mtok": 1, "output_per_mtok": 1},
-        "backends": [{"url": f"http://127.0.0.1:{9000 + i}/v1"} for i in range(replicas)],
-    })
+    tier = TierConfig.model_validate(
+        {
+            "name": "t",
+            "model": "m",
+            "price": {"input_per_mtok": 1, "output_per_mtok": 1},
+            "backends": [{"url": f"http://127.0.0.1:{9000 + i}/v1"} for i in range(replicas)],
+        }
+    )
     return TierPool(tier, HealthSettings(failure_threshold=threshold, cooldown_s=10), clock)
 
 

@@ -21,8 +21,13 @@ def test_routing_text_is_the_last_user_message():
         {"role": "system", "content": "sys"},
         {"role": "user", "content": "first"},
         {"role": "assistant", "content": "reply"},
-        {"role": "user", "content": [{"type": "text", "text": "second"},
-                                     {"type": "image_url", "image_url": {"url": "x"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "second"},
+                {"type": "image_url", "image_url": {"url": "x"}},
+            ],
+        },
     )
     assert routing_text(request) == "second"
     assert prompt_chars(request) == len("sys") + len("first") + len("reply") + len("second")
@@ -37,13 +42,18 @@ def test_completion_prompts():
     several = validate(CompletionRequest, {"model": "rung", "prompt": ["ab", "cd"]})
     tokens = validate(CompletionRequest, {"model": "rung", "prompt": [1, 2, 3]})
     assert (routing_text(single), routing_text(several), routing_text(tokens)) == (
-        "abc", "ab\ncd", "")
+        "abc",
+        "ab\ncd",
+        "",
+    )
     assert prompt_chars(several) == 5
 
 
 def test_unknown_parameters_are_kept_for_the_backend():
-    request = validate(ChatRequest, {"model": "rung", "messages": [{"role": "user"}],
-                                     "top_k": 5, "repetition_penalty": 1.1})
+    request = validate(
+        ChatRequest,
+        {"model": "rung", "messages": [{"role": "user"}], "top_k": 5, "repetition_penalty": 1.1},
+    )
     assert request.model_extra == {"top_k": 5, "repetition_penalty": 1.1}
 
 
@@ -51,8 +61,10 @@ def test_unknown_parameters_are_kept_for_the_backend():
     ("body", "param"),
     [
         ({"model": "rung", "messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
-        ({"model": "rung", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 30},
-         "top_logprobs"),
+        (
+            {"model": "rung", "messages": [{"role": "user", "content": "x"}], "top_logprobs": 30},
+            "top_logprobs",
+        ),
         ({"model": "rung", "messages": [{"role": "user", "content": "x"}], "stop": 3}, "stop"),
         ({"model": "", "messages": [{"role": "user", "content": "x"}]}, "model"),
         ({"model": "rung", "messages": [{"content": "x"}]}, "messages[0].role"),

@@ -9,7 +9,7 @@ from rung.backends.sse import SSEDecoder
     ("pieces", "events"),
     [
         ([b"data: {}\n\n"], [b"{}"]),
-        ([b"data: {\"a\"", b": 1}\n", b"\n"], [b'{"a": 1}']),
+        ([b'data: {"a"', b": 1}\n", b"\n"], [b'{"a": 1}']),
         ([b"data: a\r\n\r\ndata: b\r\n\r\n"], [b"a", b"b"]),
         ([b": keep-alive\n\n", b"event: x\nid: 3\ndata: y\n\n"], [b"y"]),
         ([b"data: line1\ndata: line2\n\n"], [b"line1\nline2"]),

@@ -1,0 +1,53 @@
+"""Run the gateway in the foreground with uvicorn (one or several workers)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from rung.config import RungConfig
+from rung.router.app import create_app
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+
+
+def sigterm_exits() -> None:
+    """uvicorn re-raises SIGTERM after its graceful shutdown; make that unwind `finally` blocks,
+    so child processes (model servers) are stopped instead of orphaned."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def serve(config: RungConfig, workers: int = 1, config_path: Path | None = None) -> None:
+    server = config.server
+    app: Any
+    if workers > 1:
+        if config_path is None:
+            raise ValueError("several workers need the config file's path")
+        # Each worker process builds its own app from the same file.
+        os.environ["RUNG_CONFIG"] = str(config_path.resolve())
+        app = "rung.router.app:app_from_env"
+    else:
+        app = create_app(config)
+    uvicorn.run(
+        app,
+        factory=workers > 1,
+        workers=workers,
+        host=server.host,
+        port=server.port,
+        log_level=server.log_level,
+        access_log=server.access_log,
+        timeout_graceful_shutdown=30,
+    )
