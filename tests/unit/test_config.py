@@ -50,7 +50,7 @@ def test_defaults_fill_in_and_the_object_is_frozen() -> None:
         ({**minimal(), "sever": {}}, "sever: unknown key"),
         ({**minimal(), "server": {"port": "eighty"}}, "server.port: Input should be a valid int"),
         ({**minimal(), "server": {"port": 70000}}, "server.port: Input should be less than or"),
-        (minimal(backends=[]), "tiers[0].backends: List should have at least 1 item"),
+        (minimal(backends=[]), "tiers[0]: tier 'small' needs `backends` (URLs) or `local`"),
         (minimal(backends=[{"url": "ftp://x"}]), "tiers[0].backends[0].url: must be an http"),
         (
             minimal(price={"input_per_mtok": -1, "output_per_mtok": 0}),
@@ -124,3 +124,12 @@ def test_tier_index_resolves_names_and_model_ids() -> None:
     assert config.tier_index("small") == 0
     assert config.tier_index("m-small") == 0
     assert config.tier_index("other") is None
+
+
+def test_local_tiers_need_no_urls_until_rung_up_fills_them() -> None:
+    data = minimal(backends=[], local={"weights": "qwen2.5-coder-0.5b"})
+    config = parse_config(data, "x", {})
+    assert config.tiers[0].local is not None
+    assert config.tiers[0].local.n_threads == 1
+    assert config.unlaunched_local_tiers() == ["small"]
+    assert parse_config(minimal(), "x", {}).unlaunched_local_tiers() == []
