@@ -5,17 +5,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from rung.backends.fake_server import FakeServer
-from rung.config import RungConfig
-from tests.integration.harness import Gateway, LoopThread
-
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def loop_thread() -> Iterator[LoopThread]:
-    loop = LoopThread()
-    yield loop
-    loop.close()
+from tests.integration.harness import LoopThread
 
 
 @pytest.fixture
@@ -32,17 +22,3 @@ def fake(loop_thread: LoopThread) -> Iterator[Callable[..., FakeServer]]:
     yield start
     for server in started:
         loop_thread.run(server.stop())
-
-
-@pytest.fixture
-def gateway(loop_thread: LoopThread) -> Iterator[Callable[[RungConfig], Gateway]]:
-    started: list[Gateway] = []
-
-    def start(config: RungConfig) -> Gateway:
-        gw = Gateway(loop_thread, config)
-        started.append(gw)
-        return gw
-
-    yield start
-    for gw in started:
-        gw.stop()

@@ -1,0 +1,32 @@
+"""Fixtures shared by integration and e2e tests: one background event loop, and rung on it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from rung.config import RungConfig
+from tests.integration.harness import Gateway, LoopThread
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    loop = LoopThread()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def gateway(loop_thread: LoopThread) -> Iterator[Callable[[RungConfig], Gateway]]:
+    """Factory: serve rung for a config on a free loopback port; stopped after the test."""
+    started: list[Gateway] = []
+
+    def start(config: RungConfig) -> Gateway:
+        gw = Gateway(loop_thread, config)
+        started.append(gw)
+        return gw
+
+    yield start
+    for gw in started:
+        gw.stop()

@@ -1,0 +1,126 @@
+"""The whole path against real models: openai SDK -> rung -> llama.cpp servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.integration.harness import client
+
+pytestmark = pytest.mark.e2e
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+
+
+@pytest.mark.parametrize("tier", ["small", "large"])
+def test_each_tier_answers_with_logprobs(local_ladder, gateway, tier):
+    gw = gateway(local_ladder)
+    raw = client(gw).chat.completions.with_raw_response.create(
+        model=tier, messages=QUESTION, max_tokens=8, temperature=0, logprobs=True, top_logprobs=2
+    )
+    completion = raw.parse()
+    expected = next(t.model for t in local_ladder.tiers if t.name == tier)
+    assert raw.headers["x-rung-tier"] == tier
+    assert completion.model == expected
+    assert "paris" in (completion.choices[0].message.content or "").lower()
+    logprobs = completion.choices[0].logprobs
+    assert logprobs is not None
+    assert logprobs.content
+    assert all(t.logprob <= 0 for t in logprobs.content)
+    assert len(logprobs.content[0].top_logprobs) == 2
+    assert completion.usage is not None
+    assert 0 < completion.usage.completion_tokens <= 8
+
+
+@pytest.mark.parametrize("tier", ["small", "large"])
+def test_each_tier_streams_with_logprobs(local_ladder, gateway, tier):
+    gw = gateway(local_ladder)
+    with client(gw).chat.completions.with_streaming_response.create(
+        model=tier,
+        messages=QUESTION,
+        max_tokens=8,
+        temperature=0,
+        stream=True,
+        logprobs=True,
+        top_logprobs=1,
+    ) as response:
+        assert response.headers["x-rung-tier"] == tier
+        chunks = list(response.parse())
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "paris" in text.lower()
+    with_logprobs = [c for c in chunks if c.choices and c.choices[0].logprobs]
+    assert with_logprobs
+    assert chunks[-1].choices[0].finish_reason in {"stop", "length"}
+
+
+def test_routed_requests_reach_the_small_tier_and_pins_the_large(local_ladder, gateway):
+    gw = gateway(local_ladder)
+    sdk = client(gw)
+    routed = sdk.chat.completions.with_raw_response.create(
+        model="rung", messages=QUESTION, max_tokens=4
+    )
+    assert routed.headers["x-rung-tier"] == "small"
+    pinned = sdk.chat.completions.with_raw_response.create(
+        model="qwen2.5-coder-1.5b-instruct", messages=QUESTION, max_tokens=4
+    )
+    assert pinned.headers["x-rung-tier"] == "large"
+    assert pinned.headers["x-rung-route-reason"] == "pinned"
+    legacy = sdk.completions.create(
+        model="small", prompt="The capital of France is", max_tokens=4, temperature=0
+    )
+    assert "paris" in legacy.choices[0].text.lower()
+
+
+def test_a_tier_killed_mid_run_fails_over_to_the_next(start_ladder, gateway):
+    """SmolLM2 as the small tier (fast), Qwen 0.5B above it; kill the small server while it is
+    generating: the request is answered by the next tier, and later requests skip the dead one."""
+    ladder = start_ladder(
+        {
+            "server": {"request_timeout_s": 120},
+            "health": {"interval_s": 0.5, "failure_threshold": 1, "cooldown_s": 30},
+            "routing": {"length_thresholds": [1000]},
+            "tiers": [
+                {
+                    "name": "small",
+                    "model": "smollm2-135m-instruct",
+                    "price": {"input_per_mtok": 1, "output_per_mtok": 1},
+                    "local": {"weights": "smollm2-135m"},
+                },
+                {
+                    "name": "large",
+                    "model": "qwen2.5-coder-0.5b-instruct",
+                    "price": {"input_per_mtok": 4, "output_per_mtok": 4},
+                    "local": {"weights": "qwen2.5-coder-0.5b"},
+                },
+            ],
+        }
+    )
+    gw = gateway(ladder.config)
+    sdk = client(gw, timeout=120)
+    ask = [{"role": "user", "content": "Write a long story about a lighthouse keeper."}]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(
+            lambda: sdk.chat.completions.with_raw_response.create(
+                model="rung", messages=ask, max_tokens=400, temperature=0
+            )
+        )
+        small = next(s for s in ladder.servers if s.tier == "small")
+        time.sleep(1.5)  # smollm is mid-generation: 400 tokens take ~5 s
+        assert small.process is not None
+        small.process.kill()
+        raw = future.result(timeout=120)
+    assert raw.headers["x-rung-tier"] == "large"
+    assert raw.headers["x-rung-fallback"] == "small: backend_error; answered by large"
+    assert raw.parse().model == "qwen2.5-coder-0.5b-instruct"
+    after = sdk.chat.completions.with_raw_response.create(
+        model="rung", messages=QUESTION, max_tokens=4
+    )
+    assert after.headers["x-rung-fallback"] == "small: unavailable; answered by large"
+    with pytest.raises(openai.APIStatusError) as excinfo:
+        sdk.chat.completions.create(model="small", messages=QUESTION, max_tokens=4)
+    assert excinfo.value.status_code in (502, 503)
+    ready = httpx.get(gw.url + "/readyz").json()
+    assert [t["replicas"][0]["in_rotation"] for t in ready["tiers"]] == [False, True]
