@@ -1,0 +1,28 @@
+# syntax=docker/dockerfile:1
+# Two targets: `gateway` (rung in front of remote backends, e.g. vLLM) and `cpu` (rung plus
+# llama.cpp, serving the packaged local ladder with `rung up`).
+
+FROM python:3.11-slim AS gateway
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY rung ./rung
+RUN pip install . && useradd --create-home --uid 10001 rung
+COPY config ./config
+USER rung
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"
+CMD ["rung", "serve", "--config", "/etc/rung/production.yaml"]
+
+FROM gateway AS cpu
+USER root
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential cmake \
+ && rm -rf /var/lib/apt/lists/*
+COPY scripts/install-llama.sh ./scripts/install-llama.sh
+RUN scripts/install-llama.sh pip 0.3.36 /tmp/wheels && rm -rf /tmp/wheels \
+ && mkdir -p /models /var/log/rung && chown rung /models /var/log/rung
+USER rung
+ENV RUNG_MODELS_DIR=/models
+CMD ["rung", "up", "--config", "/etc/rung/local.yaml", "--host", "0.0.0.0", "--log-dir", "/var/log/rung"]
