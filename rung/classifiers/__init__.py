@@ -1,0 +1,1 @@
+"""Predicting which tier answers a prompt well, and grading answers to learn from."""
