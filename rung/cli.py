@@ -158,4 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RungError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     return code

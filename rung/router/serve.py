@@ -21,13 +21,16 @@ def configure_logging(level: str) -> None:
 
 
 def sigterm_exits() -> None:
-    """uvicorn re-raises SIGTERM after its graceful shutdown; make that unwind `finally` blocks,
-    so child processes (model servers) are stopped instead of orphaned."""
+    """SIGTERM and SIGINT unwind `finally` blocks, so child processes (model servers) are stopped
+    instead of orphaned, whether they arrive during startup or after uvicorn's graceful shutdown
+    (which re-raises the signal it caught)."""
 
     def handler(signum: int, frame: object) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+    # A shell starts background jobs with SIGINT ignored; Ctrl-C / kill -INT must still stop us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def serve(config: RungConfig, workers: int = 1, config_path: Path | None = None) -> None:

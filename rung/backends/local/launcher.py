@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -21,6 +23,77 @@ from rung.errors import RungError
 from rung.ports import free_port
 
 log = logging.getLogger("rung.local")
+
+
+# llama_cpp.server reads its settings from the environment too (pydantic-settings), and HOST,
+# PORT and CONFIG_FILE there even override its command line: `make run PORT=8080` once moved a
+# model server onto the gateway's port. Model servers get an environment without them.
+LLAMA_SETTINGS = frozenset(
+    {
+        "api_key",
+        "cache",
+        "cache_size",
+        "cache_type",
+        "chat_format",
+        "chat_template_kwargs",
+        "clip_model_path",
+        "config_file",
+        "disable_ping_events",
+        "draft_model",
+        "draft_model_num_pred_tokens",
+        "embedding",
+        "flash_attn",
+        "hf_model_repo_id",
+        "hf_pretrained_model_name_or_path",
+        "hf_tokenizer_config_path",
+        "host",
+        "interrupt_requests",
+        "kv_overrides",
+        "last_n_tokens_size",
+        "logits_all",
+        "lora_base",
+        "lora_path",
+        "main_gpu",
+        "model",
+        "model_alias",
+        "mul_mat_q",
+        "n_batch",
+        "n_ctx",
+        "n_gpu_layers",
+        "n_threads",
+        "n_threads_batch",
+        "n_ubatch",
+        "numa",
+        "offload_kqv",
+        "port",
+        "root_path",
+        "rope_freq_base",
+        "rope_freq_scale",
+        "rope_scaling_type",
+        "rpc_servers",
+        "seed",
+        "split_mode",
+        "ssl_certfile",
+        "ssl_keyfile",
+        "tensor_split",
+        "type_k",
+        "type_v",
+        "use_mlock",
+        "use_mmap",
+        "verbose",
+        "vocab_only",
+        "yarn_attn_factor",
+        "yarn_beta_fast",
+        "yarn_beta_slow",
+        "yarn_ext_factor",
+        "yarn_orig_ctx",
+    }
+)
+
+
+def llama_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a llama.cpp server: ours, minus anything it would take as a setting."""
+    return {k: v for k, v in environ.items() if k.lower() not in LLAMA_SETTINGS}
 
 
 class LaunchError(RungError):
@@ -96,7 +169,11 @@ class LlamaServer:
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(
-                self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.command(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=llama_env(os.environ),
             )
         finally:
             if self.log_path:
