@@ -26,10 +26,10 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from rung.backends.local.fetch import default_models_dir
 from rung.backends.local.launcher import LocalLadder
 from rung.classifiers.grading import extract_number, grade_number
 from rung.config import load_config
+from rung.weights.fetch import default_models_dir
 
 PROMPT = (
     "{question}\n\nSolve the problem step by step. End with a line of the form 'Answer: <number>'."

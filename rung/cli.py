@@ -51,7 +51,7 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _models_list(args: argparse.Namespace) -> int:
-    from rung.backends.local.fetch import status
+    from rung.weights.fetch import status
 
     for item in status(Path(args.dir)):
         mark = "installed" if item.verified else "missing  "
@@ -64,8 +64,8 @@ def _models_list(args: argparse.Namespace) -> int:
 def _models_fetch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from rung.backends.local.catalog import CATALOG
-    from rung.backends.local.fetch import fetch, is_verified
+    from rung.weights.catalog import CATALOG
+    from rung.weights.fetch import fetch, is_verified
 
     names = args.names or list(CATALOG)
     unknown = [n for n in names if n not in CATALOG]
@@ -98,7 +98,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rung.backends.local.fetch import default_models_dir
+    from rung.weights.fetch import default_models_dir
 
     models_dir = str(default_models_dir())
     parser = argparse.ArgumentParser(

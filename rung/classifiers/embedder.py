@@ -1,0 +1,104 @@
+"""Sentence embeddings for routing: all-MiniLM-L6-v2 on onnxruntime, no torch on the serving path.
+
+Matches sentence-transformers: WordPiece tokens truncated at 256, mean pooling over the attention
+mask, L2 normalisation (tests/unit/test_embedder.py checks against stored reference vectors).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+Matrix = npt.NDArray[np.float32]
+
+MAX_TOKENS = 256
+DIMENSION = 384
+
+
+class Embedder(Protocol):
+    """Texts in, L2-normalised rows out (float32, one row per text)."""
+
+    name: str
+    """Identifies the vectors: a difficulty model only loads with the embedder it was fit on."""
+
+    def embed(self, texts: list[str]) -> Matrix: ...
+
+
+def mean_pool(hidden: Matrix, mask: npt.NDArray[np.int64]) -> Matrix:
+    """Average the token vectors the attention mask keeps, then L2-normalise each row."""
+    weights = mask[:, :, None].astype(np.float32)
+    summed = (hidden * weights).sum(axis=1)
+    counts = np.clip(weights.sum(axis=1), 1e-9, None)
+    pooled = summed / counts
+    norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+    result: Matrix = (pooled / norms).astype(np.float32)
+    return result
+
+
+def bundled_tokenizer() -> Path:
+    return Path(str(resources.files("rung.classifiers") / "data" / "minilm-l6-tokenizer.json"))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class OnnxEmbedder:
+    """all-MiniLM-L6-v2 (or any BERT-style ONNX export with a `last_hidden_state` output)."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        tokenizer_path: Path | None = None,
+        threads: int = 1,
+        name: str | None = None,
+    ) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(model_path), options, providers=["CPUExecutionProvider"]
+        )
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_path or bundled_tokenizer()))
+        self._tokenizer.enable_truncation(MAX_TOKENS)
+        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self.name = name or f"onnx:{model_path.name}"
+
+    def embed(self, texts: list[str]) -> Matrix:
+        if not texts:
+            return np.zeros((0, DIMENSION), dtype=np.float32)
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        (hidden,) = self._session.run(
+            ["last_hidden_state"], {k: v for k, v in feeds.items() if k in self._inputs}
+        )
+        return mean_pool(np.asarray(hidden, dtype=np.float32), mask)
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model (optional extra `rung[st]`; pulls in torch)."""
+
+    def __init__(self, model: str) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(model, device="cpu")
+        self.name = f"st:{model}"
+
+    def embed(self, texts: list[str]) -> Matrix:
+        vectors = self._model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+        return np.asarray(vectors, dtype=np.float32)

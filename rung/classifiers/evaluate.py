@@ -1,0 +1,173 @@
+"""Offline evaluation: replay routing decisions against recorded outcomes. Pure functions.
+
+Costs are normalised by the cost of sending every prompt to the most expensive tier; quality is
+the mean score. A router's curve comes from sweeping the quality target; any two points on it can
+be mixed (route a share of traffic at each target), so every strategy is judged on the upper
+envelope of its points. The no-information baseline is the envelope of the always-tier-k points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from rung.classifiers.decision import choose_tiers
+
+Array = npt.NDArray[np.float64]
+Point = tuple[float, float]  # (normalised cost, mean score)
+
+
+def envelope(points: list[Point]) -> list[Point]:
+    """The upper-left concave envelope: for each cost, the best score reachable by mixing."""
+    pts = sorted(set(points))
+    # Only points that improve on every cheaper point matter.
+    frontier: list[Point] = []
+    for cost, score in pts:
+        if not frontier or score > frontier[-1][1]:
+            frontier.append((cost, score))
+    hull: list[Point] = []
+    for p in frontier:
+        while len(hull) >= 2:
+            (x1, y1), (x2, y2) = hull[-2], hull[-1]
+            # Drop the middle point when it lies on or under the chord to p.
+            if (y2 - y1) * (p[0] - x1) <= (p[1] - y1) * (x2 - x1):
+                hull.pop()
+            else:
+                break
+        hull.append(p)
+    return hull
+
+
+def cost_at(points: list[Point], score: float) -> float:
+    """Lowest cost whose (mixed) score reaches `score`; inf if none does."""
+    hull = envelope(points)
+    for i, (cost, value) in enumerate(hull):
+        if value >= score:
+            if i == 0:
+                return cost
+            c0, v0 = hull[i - 1]
+            return c0 + (score - v0) * (cost - c0) / (value - v0)
+    return float("inf")
+
+
+def score_at(points: list[Point], budget: float) -> float:
+    """Best (mixed) score at a normalised cost of at most `budget`; 0 if nothing fits."""
+    hull = envelope(points)
+    for i, (cost, value) in enumerate(hull):
+        if cost > budget:
+            if i == 0:
+                return 0.0
+            c0, v0 = hull[i - 1]
+            return v0 + (budget - c0) * (value - v0) / (cost - c0)
+    return hull[-1][1] if hull else 0.0
+
+
+def replay(choice: npt.NDArray[np.int64], scores: Array, costs: Array) -> Point:
+    rows = np.arange(len(choice))
+    total_top = float(costs[:, -1].sum())
+    return float(costs[rows, choice].sum()) / total_top, float(scores[rows, choice].mean())
+
+
+def tier_points(scores: Array, costs: Array) -> list[Point]:
+    total_top = float(costs[:, -1].sum())
+    return [
+        (float(costs[:, k].sum()) / total_top, float(scores[:, k].mean()))
+        for k in range(scores.shape[1])
+    ]
+
+
+def oracle_points(scores: Array, costs: Array, prices: Array) -> list[Point]:
+    """The cheapest correct tier per prompt (the cheapest tier when none is correct)."""
+    order = np.argsort(prices, kind="stable")
+    correct = scores[:, order] >= 0.5
+    first = np.where(correct.any(axis=1), np.argmax(correct, axis=1), 0)
+    oracle = replay(np.asarray(order[first], dtype=np.int64), scores, costs)
+    cheapest = replay(np.full(len(scores), order[0], dtype=np.int64), scores, costs)
+    return [cheapest, oracle]
+
+
+def calibration_error(probabilities: Array, outcomes: Array, bins: int = 10) -> float:
+    """Expected calibration error over every (prompt, tier) prediction."""
+    p, y = probabilities.ravel(), outcomes.ravel()
+    edges = np.minimum((p * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        mask = edges == b
+        if mask.any():
+            error += mask.mean() * abs(float(p[mask].mean()) - float(y[mask].mean()))
+    return error
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    target: float
+    cost: float
+    score: float
+    shares: list[float]
+
+
+def sweep(
+    probabilities: Array, scores: Array, costs: Array, prices: Array, targets: Array | None = None
+) -> list[SweepPoint]:
+    grid = np.round(np.linspace(0, 1, 101), 2) if targets is None else targets
+    out = []
+    for target in grid:
+        choice = choose_tiers(probabilities, prices, float(target))
+        cost, score = replay(choice, scores, costs)
+        shares = np.bincount(choice, minlength=scores.shape[1]) / len(choice)
+        out.append(SweepPoint(float(target), cost, score, [float(s) for s in shares]))
+    return out
+
+
+def summarize(
+    probabilities: Array, scores: Array, costs: Array, prices: Array, default_target: float
+) -> dict[str, object]:
+    """metrics.json: router vs oracle vs no-information baseline."""
+    points = sweep(probabilities, scores, costs, prices)
+    router = [(p.cost, p.score) for p in points]
+    baseline = tier_points(scores, costs)
+    oracle = oracle_points(scores, costs, prices)
+    need = 0.95 * float(scores[:, -1].mean())
+    choice = choose_tiers(probabilities, prices, default_target)
+    rows = np.arange(len(choice))
+    per_tier = []
+    for k in range(scores.shape[1]):
+        mask = choice == k
+        per_tier.append(
+            {
+                "share": float(mask.mean()),
+                "accuracy_when_routed": float(scores[mask, k].mean()) if mask.any() else None,
+                "accuracy_overall": float(scores[:, k].mean()),
+                "mean_probability": float(probabilities[:, k].mean()),
+            }
+        )
+    default_cost, default_score = replay(choice, scores, costs)
+    return {
+        "prompts": len(scores),
+        "top_tier_score": float(scores[:, -1].mean()),
+        "score_needed_for_95": need,
+        "router": {
+            "cost_at_95": cost_at(router, need),
+            "score_at_half_cost": score_at(router, 0.5),
+        },
+        "baseline": {
+            "cost_at_95": cost_at(baseline, need),
+            "score_at_half_cost": score_at(baseline, 0.5),
+        },
+        "oracle": {
+            "cost_at_95": cost_at(oracle, need),
+            "score_at_half_cost": score_at(oracle, 0.5),
+        },
+        "calibration_error": calibration_error(probabilities, scores),
+        "default_target": default_target,
+        "at_default_target": {
+            "cost": default_cost,
+            "score": default_score,
+            "tiers": per_tier,
+            "mean_score": float(scores[rows, choice].mean()),
+        },
+        "always_tier": [{"cost": c, "score": s} for c, s in baseline],
+        "sweep": [p.__dict__ for p in points],
+    }

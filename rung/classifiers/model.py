@@ -1,0 +1,108 @@
+"""The difficulty model: for each tier, P(the tier answers this prompt well).
+
+Every variant rung trains compiles to one linear map over [embedding, standardised text
+features] followed by a sigmoid, so the artifact is a few arrays plus a JSON manifest and loads
+without pickle. `load` refuses a model fitted on a different embedder.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from rung.classifiers.features import FEATURE_NAMES, feature_matrix
+from rung.errors import RungError
+
+Array = npt.NDArray[np.float64]
+FORMAT = "rung-difficulty/1"
+
+
+class ModelError(RungError):
+    """A classifier directory is missing, malformed, or made for another embedder."""
+
+
+def sigmoid(x: Array) -> Array:
+    out: Array = 1.0 / (1.0 + np.exp(-np.clip(x, -40, 40)))
+    return out
+
+
+@dataclass(frozen=True)
+class DifficultyModel:
+    tiers: list[dict[str, Any]]
+    """[{"name", "model", "price"}] smallest first, as trained."""
+    embedder: dict[str, str]
+    """{"name", "sha256"} of the embedder whose vectors the weights expect."""
+    weights: Array
+    """[tiers, embedding_dim + features]"""
+    bias: Array
+    """[tiers]"""
+    feature_mean: Array
+    feature_scale: Array
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tier_names(self) -> list[str]:
+        return [str(t["name"]) for t in self.tiers]
+
+    def design(self, embeddings: npt.NDArray[np.floating[Any]], texts: list[str]) -> Array:
+        features = (feature_matrix(texts) - self.feature_mean) / self.feature_scale
+        return np.hstack([np.asarray(embeddings, dtype=np.float64), features])
+
+    def predict(self, embeddings: npt.NDArray[np.floating[Any]], texts: list[str]) -> Array:
+        """[prompts, tiers] success probabilities."""
+        return sigmoid(self.design(embeddings, texts) @ self.weights.T + self.bias)
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            directory / "weights.npz",
+            weights=self.weights,
+            bias=self.bias,
+            feature_mean=self.feature_mean,
+            feature_scale=self.feature_scale,
+        )
+        manifest = {
+            "format": FORMAT,
+            "embedder": self.embedder,
+            "features": list(FEATURE_NAMES),
+            "tiers": self.tiers,
+            "training": self.training,
+        }
+        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def load(directory: Path, embedder: dict[str, str] | None = None) -> DifficultyModel:
+    """Load a classifier directory; with `embedder` given, refuse one fitted on another."""
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+        with np.load(directory / "weights.npz", allow_pickle=False) as arrays:
+            weights = {k: np.asarray(arrays[k], dtype=np.float64) for k in arrays.files}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load the classifier in {directory}: {exc}") from None
+    if manifest.get("format") != FORMAT:
+        raise ModelError(f"{directory}: unknown classifier format {manifest.get('format')!r}")
+    if manifest.get("features") != list(FEATURE_NAMES):
+        raise ModelError(f"{directory}: made with other text features; retrain it")
+    if embedder is not None and manifest["embedder"] != embedder:
+        raise ModelError(
+            f"{directory} was fitted on embedder {manifest['embedder']}, but rung runs "
+            f"{embedder}: its predictions would be meaningless; retrain with `rung train`"
+        )
+    model = DifficultyModel(
+        tiers=manifest["tiers"],
+        embedder=manifest["embedder"],
+        weights=weights["weights"],
+        bias=weights["bias"],
+        feature_mean=weights["feature_mean"],
+        feature_scale=weights["feature_scale"],
+        training=manifest.get("training", {}),
+    )
+    n, d = model.weights.shape
+    if n != len(model.tiers) or model.bias.shape != (n,) or d <= len(FEATURE_NAMES):
+        raise ModelError(f"{directory}: weights do not match the manifest")
+    return model

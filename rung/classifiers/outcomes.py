@@ -1,0 +1,113 @@
+"""Labelled outcomes (the JSONL format of the shared data) and ladders that map tiers to them.
+
+One line per prompt: {"id", "dataset", "prompt", "reference", "category"?, "results":
+{model: {"score": 0..1, "output_chars": int, ...}}}. A ladder file (YAML) names, smallest first,
+each tier's model in that data and its price in USD per million tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rung.errors import ConfigError
+
+Array = npt.NDArray[np.float64]
+
+
+class LadderTier(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    model: str
+    """The model's key in the outcome files' `results`."""
+    price: float = Field(gt=0)
+    """USD per million tokens, prompt and completion alike."""
+
+
+class Ladder(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    tiers: list[LadderTier] = Field(min_length=2)
+
+    @property
+    def prices(self) -> Array:
+        return np.array([t.price for t in self.tiers], dtype=np.float64)
+
+
+def load_ladder(path: str | Path) -> Ladder:
+    try:
+        return Ladder.model_validate(yaml.safe_load(Path(path).read_text()))
+    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        raise ConfigError(str(path), [str(exc)]) from None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    id: str
+    dataset: str
+    prompt: str
+    reference: str
+    results: dict[str, dict[str, Any]]
+    category: str | None = None
+
+
+def read_outcomes(paths: Iterable[str | Path]) -> Iterator[Outcome]:
+    for path in paths:
+        with Path(path).open(encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                yield Outcome(
+                    id=row["id"],
+                    dataset=row.get("dataset", ""),
+                    prompt=row["prompt"],
+                    reference=str(row.get("reference", "")),
+                    results=row.get("results", {}),
+                    category=row.get("category"),
+                )
+
+
+@dataclass(frozen=True)
+class LadderData:
+    """The prompts every tier of a ladder was evaluated on, as aligned arrays."""
+
+    outcomes: list[Outcome]
+    scores: Array
+    """[prompts, tiers] in [0, 1]."""
+    costs: Array
+    """[prompts, tiers] USD: price × (prompt_chars + output_chars) / 4 tokens."""
+    others: Array
+    """[prompts, models] scores of every model outside the ladder (NaN where absent): extra
+    supervision about how hard each prompt is."""
+
+
+def ladder_data(outcomes: Iterable[Outcome], ladder: Ladder) -> LadderData:
+    rows = [o for o in outcomes if all(t.model in o.results for t in ladder.tiers)]
+    names = {t.model for t in ladder.tiers}
+    others = sorted({m for o in rows for m in o.results} - names)
+    scores = np.array([[float(o.results[t.model]["score"]) for t in ladder.tiers] for o in rows])
+    chars = np.array(
+        [
+            [len(o.prompt) + float(o.results[t.model].get("output_chars", 0)) for t in ladder.tiers]
+            for o in rows
+        ]
+    )
+    costs = chars / 4 * ladder.prices / 1e6
+    extra = np.array(
+        [[float(o.results[m]["score"]) if m in o.results else np.nan for m in others] for o in rows]
+    ).reshape(len(rows), len(others))
+    return LadderData(
+        rows,
+        scores.reshape(len(rows), len(ladder.tiers)),
+        costs.reshape(len(rows), len(ladder.tiers)),
+        extra,
+    )

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rung.classifiers.evaluate import (
+    calibration_error,
+    cost_at,
+    envelope,
+    oracle_points,
+    replay,
+    score_at,
+    summarize,
+    tier_points,
+)
+
+
+def test_envelope_keeps_the_concave_frontier():
+    points = [(0.1, 0.5), (0.3, 0.55), (0.5, 0.8), (1.0, 0.9), (0.9, 0.6)]
+    assert envelope(points) == [(0.1, 0.5), (0.5, 0.8), (1.0, 0.9)]
+
+
+def test_cost_at_interpolates_by_mixing():
+    points = [(0.2, 0.6), (1.0, 1.0)]
+    assert cost_at(points, 0.8) == pytest.approx(0.6)
+    assert cost_at(points, 0.5) == pytest.approx(0.2)
+    assert cost_at(points, 1.01) == float("inf")
+    assert score_at(points, 0.6) == pytest.approx(0.8)
+    assert score_at(points, 0.1) == 0.0
+    assert score_at(points, 2.0) == pytest.approx(1.0)
+
+
+# Three prompts, two tiers (price 1 and 3, every call 4 chars so cost = price * 1e-6).
+SCORES = np.array([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+COSTS = np.array([[1.0, 3.0], [1.0, 3.0], [1.0, 3.0]]) * 1e-6
+PRICES = np.array([1.0, 3.0])
+
+
+def test_replay_and_reference_points():
+    assert replay(np.array([0, 1, 0]), SCORES, COSTS) == pytest.approx((5 / 9, 2 / 3))
+    assert np.allclose(tier_points(SCORES, COSTS), [(1 / 3, 1 / 3), (1.0, 2 / 3)])
+    # oracle: prompt 0 small, 1 large, 2 cheapest (nobody is right)
+    assert oracle_points(SCORES, COSTS, PRICES)[1] == pytest.approx((5 / 9, 2 / 3))
+
+
+def test_a_perfect_router_matches_the_oracle_and_beats_the_baseline():
+    perfect = np.array([[0.99, 0.99], [0.01, 0.99], [0.01, 0.01]])
+    metrics = summarize(perfect, SCORES, COSTS, PRICES, default_target=0.5)
+    assert metrics["router"]["cost_at_95"] == pytest.approx(metrics["oracle"]["cost_at_95"])
+    assert metrics["router"]["cost_at_95"] < metrics["baseline"]["cost_at_95"]
+    tiers = metrics["at_default_target"]["tiers"]
+    assert [t["share"] for t in tiers] == pytest.approx([2 / 3, 1 / 3])  # hopeless: cheapest
+    assert metrics["at_default_target"]["score"] == pytest.approx(2 / 3)
+
+
+def test_calibration_error():
+    assert calibration_error(np.array([0.8] * 10), np.array([1.0] * 8 + [0.0] * 2)) == \
+        pytest.approx(0.0)
+    assert calibration_error(np.array([0.9] * 10), np.array([1.0] * 5 + [0.0] * 5)) == \
+        pytest.approx(0.4)
