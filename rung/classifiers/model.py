@@ -106,3 +106,24 @@ def load(directory: Path, embedder: dict[str, str] | None = None) -> DifficultyM
     if n != len(model.tiers) or model.bias.shape != (n,) or d <= len(FEATURE_NAMES):
         raise ModelError(f"{directory}: weights do not match the manifest")
     return model
+
+
+def shipped_dir() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("rung.classifiers") / "defaults"))
+
+
+def resolve(name_or_dir: str) -> Path:
+    """A classifier directory from a config value: a path, or a shipped classifier's name."""
+    path = Path(name_or_dir).expanduser()
+    if (path / "manifest.json").exists():
+        return path
+    shipped = shipped_dir() / name_or_dir
+    if (shipped / "manifest.json").exists():
+        return shipped
+    names = sorted(p.name for p in shipped_dir().iterdir() if (p / "manifest.json").exists())
+    raise ModelError(
+        f"no classifier {name_or_dir!r}: not a directory with a manifest.json, and "
+        f"not a shipped one ({', '.join(names) or 'none'})"
+    )

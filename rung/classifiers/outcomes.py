@@ -18,18 +18,28 @@ import numpy.typing as npt
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rung.errors import ConfigError
+from rung.errors import ConfigError, RungError
 
 Array = npt.NDArray[np.float64]
+
+
+class DataError(RungError):
+    """Outcome data that cannot be used as asked (e.g. it does not cover the ladder)."""
 
 
 class LadderTier(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: str
-    model: str
-    """The model's key in the outcome files' `results`."""
+    model: str | dict[str, str]
+    """The model's key in the outcome files' `results`; or, per data set, {dataset: key} (the
+    same tier is often a slightly different release in each data set)."""
     price: float = Field(gt=0)
     """USD per million tokens, prompt and completion alike."""
+
+    def model_for(self, dataset: str) -> str | None:
+        if isinstance(self.model, str):
+            return self.model
+        return self.model.get(dataset)
 
 
 class Ladder(BaseModel):
@@ -91,17 +101,24 @@ class LadderData:
 
 
 def ladder_data(outcomes: Iterable[Outcome], ladder: Ladder) -> LadderData:
-    rows = [o for o in outcomes if all(t.model in o.results for t in ladder.tiers)]
-    names = {t.model for t in ladder.tiers}
-    others = sorted({m for o in rows for m in o.results} - names)
-    scores = np.array([[float(o.results[t.model]["score"]) for t in ladder.tiers] for o in rows])
+    rows: list[Outcome] = []
+    keys: list[list[str]] = []
+    for o in outcomes:
+        names = [t.model_for(o.dataset) for t in ladder.tiers]
+        if all(n is not None and n in o.results for n in names):
+            rows.append(o)
+            keys.append([str(n) for n in names])
+    used = {n for row in keys for n in row}
+    others = sorted({m for o in rows for m in o.results} - used)
+    pairs = list(zip(rows, keys, strict=True))
+    scores = np.array([[float(o.results[n]["score"]) for n in row] for o, row in pairs])
     chars = np.array(
         [
-            [len(o.prompt) + float(o.results[t.model].get("output_chars", 0)) for t in ladder.tiers]
-            for o in rows
+            [len(o.prompt) + float(o.results[n].get("output_chars", 0)) for n in row]
+            for o, row in pairs
         ]
     )
-    costs = chars / 4 * ladder.prices / 1e6
+    costs = chars.reshape(len(rows), len(ladder.tiers)) / 4 * ladder.prices / 1e6
     extra = np.array(
         [[float(o.results[m]["score"]) if m in o.results else np.nan for m in others] for o in rows]
     ).reshape(len(rows), len(others))

@@ -106,10 +106,22 @@ class TierConfig(_Frozen):
 
 
 class RoutingConfig(_Frozen):
-    policy: Literal["length"] = "length"
-    """`length`: the interim rule until the classifier lands; see docs/routing.md."""
+    policy: Literal["classifier", "length"] = "classifier"
+    """`classifier`: P(tier answers well) from the prompt's embedding, then the cheapest tier
+    meeting `quality_target`; `length`: a rule on prompt length. See docs/routing.md."""
+    classifier: str = "production"
+    """A shipped classifier's name (`production`) or a classifier directory (`rung train`).
+    Its tiers are matched to the config's by name; unmatched config tiers are never routed to
+    (only pinned or used as fallback)."""
+    embedder: str = "minilm-l6-int8"
+    """Must be the embedder the classifier was trained with (checked at startup)."""
+    quality_target: float = Field(default=0.7, ge=0, le=1)
+    """Minimum predicted P(success) for a tier to be chosen."""
+    embed_batch_max: int = Field(default=32, ge=1, le=1024)
+    embed_batch_wait_ms: float = Field(default=2.0, ge=0, le=100)
+    embed_threads: int = Field(default=1, ge=1, le=64)
     length_thresholds: list[int] = Field(default_factory=lambda: [2000])
-    """Prompt characters: tier i serves prompts of at most thresholds[i]; longer ones go up."""
+    """`length` policy: tier i serves prompts of at most thresholds[i] characters."""
 
     @field_validator("length_thresholds")
     @classmethod

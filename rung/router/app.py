@@ -4,20 +4,81 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from rung import __version__
 from rung.backends import TierPool, probe_forever
+from rung.classifiers.batcher import MicroBatcher
+from rung.classifiers.embedder import open_embedder
+from rung.classifiers.model import load, resolve
 from rung.config import RungConfig, load_config
+from rung.errors import ConfigError
 from rung.router import errors
 from rung.router.api import router
-from rung.router.decide import LengthChooser
+from rung.router.decide import ClassifierChooser, LengthChooser, TierChooser
 from rung.router.pipeline import Pipeline
+from rung.weights.catalog import CATALOG
+from rung.weights.fetch import default_models_dir
+
+log = logging.getLogger("rung.router")
+
+
+def check_routing(config: RungConfig) -> None:
+    """Fail fast, before any server starts: the classifier exists, was trained on the configured
+    embedder, and shares tiers with the config. Cheap: reads only the classifier's files."""
+    routing = config.routing
+    if routing.policy != "classifier":
+        return
+    model = load(resolve(routing.classifier))
+    packaged = CATALOG.get(routing.embedder)
+    if packaged is not None and model.embedder != {
+        "name": routing.embedder,
+        "sha256": packaged.sha256,
+    }:
+        raise ConfigError(
+            "routing.embedder",
+            [
+                f"classifier {routing.classifier!r} was trained on embedder "
+                f"{model.embedder['name']!r}, not {routing.embedder!r}"
+            ],
+        )
+    names = [t.name for t in config.tiers]
+    if not set(model.tier_names) & set(names):
+        raise ConfigError(
+            "routing.classifier",
+            [
+                f"classifier {routing.classifier!r} knows tiers {model.tier_names}, none of "
+                f"which is in this config ({names}); name the tiers alike or use policy: length"
+            ],
+        )
+
+
+def build_chooser(config: RungConfig) -> tuple[TierChooser, Callable[[], None]]:
+    """The routing policy's chooser and how to release it (blocking: loads files, may fetch the
+    embedder's model file on first use)."""
+    routing = config.routing
+    if routing.policy == "length":
+        return LengthChooser(tuple(routing.length_thresholds), len(config.tiers)), lambda: None
+    embedder, identity = open_embedder(
+        routing.embedder, default_models_dir(), threads=routing.embed_threads
+    )
+    model = load(resolve(routing.classifier), identity)
+    batcher = MicroBatcher(embedder, routing.embed_batch_max, routing.embed_batch_wait_ms / 1000)
+    chooser = ClassifierChooser(model, batcher, config.tiers, routing.quality_target)
+    log.info(
+        "routing with classifier %s (tiers %s) on embedder %s, quality target %g",
+        routing.classifier,
+        ", ".join(model.tier_names),
+        identity["name"],
+        routing.quality_target,
+    )
+    return chooser, batcher.close
 
 
 def create_app(config: RungConfig) -> FastAPI:
@@ -27,7 +88,7 @@ def create_app(config: RungConfig) -> FastAPI:
         for pool in pools:
             await pool.start()
         await asyncio.gather(*(pool.probe() for pool in pools))
-        chooser = LengthChooser(tuple(config.routing.length_thresholds), len(config.tiers))
+        chooser, close_chooser = await asyncio.to_thread(build_chooser, config)
         app.state.pipeline = Pipeline(config, pools, chooser)
         app.state.started = int(time.time())
         prober = asyncio.create_task(probe_forever(pools, config.health.interval_s))
@@ -39,6 +100,7 @@ def create_app(config: RungConfig) -> FastAPI:
                 await prober
             for pool in pools:
                 await pool.aclose()
+            close_chooser()
 
     app = FastAPI(
         title="rung", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None

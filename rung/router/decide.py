@@ -1,8 +1,9 @@
-"""Choosing a tier before any model runs. Pure functions; the chooser objects only hold config.
+"""Choosing a tier before any model runs.
 
-Until the difficulty classifier lands, the default chooser is a documented length rule
-(docs/routing.md): prompts up to `length_thresholds[i]` characters go to tier i, longer ones to
-the next tier up. The classifier will implement the same `TierChooser` protocol.
+`ClassifierChooser` (the default) embeds the routing text once (micro-batched), asks the
+difficulty model for P(each tier answers well) and applies the pure decision rule
+(rung.classifiers.decision.choose_tier). `LengthChooser` is a plain rule on prompt length.
+Both implement `TierChooser`; see docs/routing.md.
 """
 
 from __future__ import annotations
@@ -10,6 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import numpy as np
+
+from rung.classifiers.batcher import MicroBatcher
+from rung.classifiers.decision import choose_tier
+from rung.classifiers.model import DifficultyModel
+from rung.config import TierConfig
+from rung.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,8 @@ class Query:
 class Decision:
     tier: int
     reason: str
+    embedding: np.ndarray | None = None
+    """The routing text's embedding when the chooser computed one (reused downstream)."""
 
 
 class TierChooser(Protocol):
@@ -51,3 +62,44 @@ class LengthChooser:
 def fallback_order(decided: int, n_tiers: int) -> tuple[int, ...]:
     """The decided tier, then every larger tier in order: a down tier is covered by a bigger one."""
     return tuple(range(decided, n_tiers))
+
+
+class ClassifierChooser:
+    def __init__(
+        self,
+        model: DifficultyModel,
+        batcher: MicroBatcher,
+        tiers: Sequence[TierConfig],
+        target: float,
+    ) -> None:
+        names = [t.name for t in tiers]
+        # Classifier tier k -> config tier index (None: not served by this config).
+        self.index = [names.index(n) if n in names else None for n in model.tier_names]
+        self.allowed = [k for k, i in enumerate(self.index) if i is not None]
+        if not self.allowed:
+            raise ConfigError(
+                "routing.classifier",
+                [
+                    f"the classifier's tiers {model.tier_names} share no name with the config's "
+                    f"tiers {names}"
+                ],
+            )
+        self.prices = [
+            (tiers[i].price.input_per_mtok + tiers[i].price.output_per_mtok) / 2
+            if i is not None
+            else float(model.tiers[k]["price"])
+            for k, i in enumerate(self.index)
+        ]
+        self.model = model
+        self.batcher = batcher
+        self.target = target
+
+    async def choose(self, query: Query) -> Decision:
+        vector = await self.batcher.embed(query.text)
+        probabilities = self.model.predict(vector[None, :], [query.text])[0]
+        k, why = choose_tier(list(probabilities), self.prices, self.target, self.allowed)
+        tier = self.index[k]
+        assert tier is not None
+        shown = " ".join(f"{self.model.tier_names[j]}={probabilities[j]:.2f}" for j in self.allowed)
+        reason = f"classifier {shown} target={self.target:g} {why}"
+        return Decision(tier, reason, vector)

@@ -81,7 +81,7 @@ def test_a_tier_killed_mid_run_fails_over_to_the_next(start_ladder, gateway):
         {
             "server": {"request_timeout_s": 120},
             "health": {"interval_s": 0.5, "failure_threshold": 1, "cooldown_s": 30},
-            "routing": {"length_thresholds": [1000]},
+            "routing": {"policy": "length", "length_thresholds": [1000]},
             "tiers": [
                 {
                     "name": "small",

@@ -40,6 +40,7 @@ def test_rung_up_serves_and_stops_everything(tmp_path: Path, stop: signal.Signal
     config.write_text(
         yaml.safe_dump(
             {
+                "routing": {"policy": "length"},
                 "tiers": [
                     {
                         "name": "tiny",

@@ -80,8 +80,9 @@ async def test_a_model_failure_reaches_every_caller_and_the_worker_survives():
     model = SlowEmbedder(fail=True)
     batcher = MicroBatcher(model)
     try:
-        results = await asyncio.gather(*(batcher.embed(str(i)) for i in range(3)),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(batcher.embed(str(i)) for i in range(3)), return_exceptions=True
+        )
         assert all(isinstance(r, RuntimeError) for r in results)
         model.fail = False
         assert (await batcher.embed("ok"))[0] == 2.0

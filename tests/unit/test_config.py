@@ -61,7 +61,10 @@ def test_defaults_fill_in_and_the_object_is_frozen() -> None:
         ({"tiers": []}, "tiers: List should have at least 1 item"),
         ({}, "tiers: Field required"),
         ({**minimal(), "routing": {"length_thresholds": [10]}}, "at most 0"),
-        ({**minimal(), "routing": {"policy": "magic"}}, "routing.policy: Input should be 'length'"),
+        (
+            {**minimal(), "routing": {"policy": "magic"}},
+            "routing.policy: Input should be 'classifier' or 'length'",
+        ),
         ([1, 2], "expected a mapping"),
     ],
 )

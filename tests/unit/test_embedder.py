@@ -43,8 +43,13 @@ def test_batching_and_padding_do_not_change_a_vector(embedder: OnnxEmbedder) -> 
 
 
 def test_neighbours_are_sensible(embedder: OnnxEmbedder) -> None:
-    a, b, c = embedder.embed(["How do I bake bread?", "What is a recipe for baking bread?",
-                              "The stock market fell sharply today."])
+    a, b, c = embedder.embed(
+        [
+            "How do I bake bread?",
+            "What is a recipe for baking bread?",
+            "The stock market fell sharply today.",
+        ]
+    )
     assert a @ b > a @ c + 0.3
 
 
@@ -52,5 +57,3 @@ def test_mean_pool_ignores_padding() -> None:
     hidden = np.array([[[1, 0], [3, 0], [100, 100]]], dtype=np.float32)
     mask = np.array([[1, 1, 0]], dtype=np.int64)
     np.testing.assert_allclose(mean_pool(hidden, mask), [[1.0, 0.0]])
-
-

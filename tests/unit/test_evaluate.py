@@ -54,7 +54,9 @@ def test_a_perfect_router_matches_the_oracle_and_beats_the_baseline():
 
 
 def test_calibration_error():
-    assert calibration_error(np.array([0.8] * 10), np.array([1.0] * 8 + [0.0] * 2)) == \
-        pytest.approx(0.0)
-    assert calibration_error(np.array([0.9] * 10), np.array([1.0] * 5 + [0.0] * 5)) == \
-        pytest.approx(0.4)
+    assert calibration_error(
+        np.array([0.8] * 10), np.array([1.0] * 8 + [0.0] * 2)
+    ) == pytest.approx(0.0)
+    assert calibration_error(
+        np.array([0.9] * 10), np.array([1.0] * 5 + [0.0] * 5)
+    ) == pytest.approx(0.4)

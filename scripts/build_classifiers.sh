@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Rebuild the classifiers shipped in rung/classifiers/defaults, and their held-out evaluations in
+# bench/results/, from the shared outcome data. Deterministic: same data, same files.
+#   usage: scripts/build_classifiers.sh [OUTCOMES_DIR]    (default: ../shared/data/outcomes)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${1:-../shared/data/outcomes}
+rung=.venv/bin/rung
+
+# production: Phi-3-mini -> Llama-3-8B -> Mixtral-8x7B -> Llama-3.1-70B, math and knowledge.
+$rung train --data "$data/gsm8k.jsonl" "$data/mmlu-pro.jsonl" --ladder ladders/production.yaml \
+  --out rung/classifiers/defaults/production
+$rung eval --data "$data/gsm8k.jsonl" "$data/mmlu-pro.jsonl" --ladder ladders/production.yaml \
+  --out bench/results/classifier/production
+
+# The issue's two reference ladders, each cross-validated on its own data set.
+$rung eval --data "$data/mmlu-pro.jsonl" --ladder ladders/mmlu-pro.yaml \
+  --out bench/results/classifier/mmlu-pro
+$rung eval --data "$data/gsm8k.jsonl" --ladder ladders/gsm8k.yaml \
+  --out bench/results/classifier/gsm8k

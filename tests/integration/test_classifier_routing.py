@@ -1,0 +1,127 @@
+"""The gateway routing with the shipped classifier (real embedder, real difficulty model) in
+front of fake model servers."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rung.classifiers.decision import choose_tier
+from rung.config import parse_config
+from rung.errors import ConfigError
+from rung.router.app import build_chooser
+from tests.integration.harness import client, make_config, tier
+
+EASY = "What is the capital of France?"
+HARD = (
+    "Let f(x) = x^5 - 3x^3 + 2x - 7. Find the number of real roots of f'(x) = 0 and prove "
+    "that the sum of the squares of the roots of f equals 6, using Newton's identities."
+)
+
+
+def ladder(fake, **routing):
+    servers = [fake(n) for n in ("small", "medium", "large")]
+    config = make_config(
+        [tier(s.name, s) for s in servers], routing={"policy": "classifier", **routing}
+    )
+    return servers, config
+
+
+def probabilities(reason: str) -> dict[str, float]:
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", reason) if k != "target"}
+
+
+@pytest.mark.parametrize("question", [EASY, HARD])
+def test_routed_by_the_classifier_with_its_probabilities_in_the_header(fake, gateway, question):
+    servers, config = ladder(fake, quality_target=0.6)
+    raw = client(gateway(config)).chat.completions.with_raw_response.create(
+        model="rung", messages=[{"role": "user", "content": question}]
+    )
+    reason = raw.headers["x-rung-route-reason"]
+    assert reason.startswith("classifier small=")
+    probs = probabilities(reason)
+    assert list(probs) == ["small", "medium", "large"]  # xlarge is not served by this config
+    prices = [config.tiers[i].price.input_per_mtok for i in range(3)]
+    expected, why = choose_tier(list(probs.values()), prices, 0.6)
+    assert raw.headers["x-rung-tier"] == ["small", "medium", "large"][expected]
+    assert reason.endswith(f"target=0.6 {why}")
+    assert sum(s.stats.requests for s in servers) == 1
+
+
+def test_easy_questions_look_easier_than_hard_ones(fake, gateway):
+    _, config = ladder(fake)
+    sdk = client(gateway(config))
+    easy, hard = (
+        probabilities(
+            sdk.chat.completions.with_raw_response.create(
+                model="rung",
+                messages=[{"role": "user", "content": q}],
+            ).headers["x-rung-route-reason"]
+        )
+        for q in (EASY, HARD)
+    )
+    assert easy["small"] > hard["small"]
+
+
+def test_the_target_moves_traffic_between_tiers(fake, gateway):
+    _, lenient = ladder(fake, quality_target=0.0)
+    raw = client(gateway(lenient)).chat.completions.with_raw_response.create(
+        model="rung", messages=[{"role": "user", "content": HARD}]
+    )
+    assert raw.headers["x-rung-tier"] == "small"
+    _, strict = ladder(fake, quality_target=1.0)
+    raw = client(gateway(strict)).chat.completions.with_raw_response.create(
+        model="rung", messages=[{"role": "user", "content": HARD}]
+    )
+    probs = probabilities(raw.headers["x-rung-route-reason"])
+    assert raw.headers["x-rung-tier"] == max(probs, key=lambda k: probs[k])
+    assert raw.headers["x-rung-route-reason"].endswith("best-available")
+
+
+def test_a_config_sharing_no_tier_with_the_classifier_fails_at_startup():
+    config = parse_config(
+        {
+            "routing": {"policy": "classifier"},
+            "tiers": [
+                {
+                    "name": "alpha",
+                    "model": "a",
+                    "price": {"input_per_mtok": 1, "output_per_mtok": 1},
+                    "backends": [{"url": "http://127.0.0.1:9/v1"}],
+                }
+            ],
+        },
+        "x",
+        {},
+    )
+    with pytest.raises(ConfigError, match="share no name"):
+        build_chooser(config)
+
+
+def test_check_routing_fails_fast_with_what_to_change(tmp_path):
+    from rung.router.app import check_routing
+
+    def config(**routing):
+        return parse_config(
+            {
+                "routing": {"policy": "classifier", **routing},
+                "tiers": [
+                    {
+                        "name": "small",
+                        "model": "m",
+                        "price": {"input_per_mtok": 1, "output_per_mtok": 1},
+                        "backends": [{"url": "http://127.0.0.1:9/v1"}],
+                    }
+                ],
+            },
+            "x",
+            {},
+        )
+
+    check_routing(config())  # the shipped production classifier knows `small`
+    with pytest.raises(Exception, match="no classifier 'nope'"):
+        check_routing(config(classifier="nope"))
+    with pytest.raises(ConfigError, match="was trained on embedder 'minilm-l6-int8'"):
+        check_routing(config(embedder="smollm2-135m"))
+    check_routing(config(classifier=str(tmp_path), policy="length"))  # length: nothing to check
