@@ -119,7 +119,8 @@ class RoutingConfig(_Frozen):
     """Minimum predicted P(success) for a tier to be chosen."""
     embed_batch_max: int = Field(default=32, ge=1, le=1024)
     embed_batch_wait_ms: float = Field(default=2.0, ge=0, le=100)
-    embed_threads: int = Field(default=1, ge=1, le=64)
+    embed_threads: int = Field(default=2, ge=1, le=64)
+    """onnxruntime threads per embedding call (bench/classifier.py: 2 halves latency on 2 cores)."""
     length_thresholds: list[int] = Field(default_factory=lambda: [2000])
     """`length` policy: tier i serves prompts of at most thresholds[i] characters."""
 

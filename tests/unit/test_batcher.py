@@ -41,8 +41,8 @@ async def test_concurrent_callers_share_batches_and_get_their_own_rows():
         batcher.close()
     assert [int(r[0]) for r in rows] == list(range(1, 65))
     assert sum(model.sizes) == 64
-    assert max(model.sizes) == 32
-    assert len(model.sizes) <= 4
+    assert max(model.sizes) == 8  # collected up to 32, run in length-sorted groups of 8
+    assert len(model.sizes) <= 16
     assert model.threads == {"rung-embedder"}  # never the event loop's thread
 
 
@@ -102,3 +102,16 @@ async def test_a_caller_that_gives_up_does_not_break_the_others():
             await impatient
     finally:
         batcher.close()
+
+
+async def test_a_collected_batch_runs_in_groups_of_similar_length():
+    model = SlowEmbedder(seconds=0.05)
+    batcher = MicroBatcher(model, max_batch=32, max_wait_s=0.02, group=4)
+    try:
+        texts = ["x" * n for n in (9, 1, 7, 3, 5, 2, 8, 4)]
+        rows = await asyncio.gather(*(batcher.embed(t) for t in texts))
+    finally:
+        batcher.close()
+    assert [int(r[0]) for r in rows] == [9, 1, 7, 3, 5, 2, 8, 4]  # each caller its own row
+    assert model.sizes == [4, 4]
+    assert [int(r[1]) for r in rows] == [3, 0, 1, 2, 0, 1, 2, 3]  # position in its sorted group
