@@ -174,6 +174,32 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _label(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from rung.classifiers.label import Endpoint, label, select
+
+    key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    endpoint = Endpoint(args.url, args.model, key)
+    judge = Endpoint(args.judge_url, args.judge_model, key) if args.judge_url else None
+    prompts = select([Path(f) for f in args.data], args.limit, args.datasets)
+    summary = asyncio.run(
+        label(
+            prompts,
+            endpoint,
+            Path(args.out),
+            name=args.name or args.model,
+            concurrency=args.concurrency,
+            max_tokens=args.max_tokens,
+            grader=args.grader,
+            judge=judge,
+        )
+    )
+    print(summary.text(args.name or args.model))
+    return 1 if summary.failed and not summary.labelled else 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from rung.demo import run_demo
 
@@ -253,6 +279,31 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--target", type=float, default=0.7, help="default quality target")
     evaluate.add_argument("--out", required=True, help="directory for metrics.json, curve.png")
     evaluate.set_defaults(run=_eval)
+
+    lab = sub.add_parser("label", help="answer prompts with one model, grade, append outcomes")
+    lab.add_argument(
+        "--url",
+        required=True,
+        help="OpenAI-compatible base URL, e.g. a rung gateway's http://127.0.0.1:8080/v1",
+    )
+    lab.add_argument("--model", required=True, help="sent as `model` (a tier name pins it)")
+    lab.add_argument("--name", help="the model's key in the outcomes (default: --model)")
+    lab.add_argument("--data", nargs="+", required=True, help="prompts in outcome format (JSONL)")
+    lab.add_argument("--out", required=True, help="outcome file to append to (resumable)")
+    lab.add_argument("--datasets", nargs="+", help="only these data sets")
+    lab.add_argument("--limit", type=int, help="at most this many prompts per data set")
+    lab.add_argument("--concurrency", type=int, default=2)
+    lab.add_argument("--max-tokens", type=int, default=512)
+    lab.add_argument(
+        "--grader",
+        default="auto",
+        choices=["auto", "number", "choice", "exact", "judge"],
+        help="auto: numbers for gsm8k/math, letters for mmlu, else exact match",
+    )
+    lab.add_argument("--judge-url", help="LLM judge (the top tier) for --grader judge")
+    lab.add_argument("--judge-model")
+    lab.add_argument("--api-key-env", help="environment variable holding the API key")
+    lab.set_defaults(run=_label)
 
     demo = sub.add_parser("demo", help="the gateway in front of two fake model servers")
     demo.add_argument("--host", default="127.0.0.1")

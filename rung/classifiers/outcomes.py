@@ -69,21 +69,40 @@ class Outcome:
     category: str | None = None
 
 
-def read_outcomes(paths: Iterable[str | Path]) -> Iterator[Outcome]:
-    for path in paths:
-        with Path(path).open(encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    continue
+def read_rows(path: str | Path) -> Iterator[dict[str, Any]]:
+    """JSON objects of a JSONL file; a torn last line (an interrupted write) is skipped."""
+    with Path(path).open(encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
                 row = json.loads(line)
-                yield Outcome(
-                    id=row["id"],
-                    dataset=row.get("dataset", ""),
-                    prompt=row["prompt"],
-                    reference=str(row.get("reference", "")),
-                    results=row.get("results", {}),
-                    category=row.get("category"),
-                )
+            except json.JSONDecodeError:
+                if line.endswith("\n"):
+                    raise
+                continue
+            yield row
+
+
+def read_outcomes(paths: Iterable[str | Path]) -> Iterator[Outcome]:
+    """Outcomes of every file, rows with the same id merged (results of several runs or tiers,
+    e.g. one `rung label` pass per tier appended to one file), in first-seen order."""
+    merged: dict[str, Outcome] = {}
+    for path in paths:
+        for row in read_rows(path):
+            previous = merged.get(row["id"])
+            if previous is not None:
+                previous.results.update(row.get("results", {}))
+                continue
+            merged[row["id"]] = Outcome(
+                id=row["id"],
+                dataset=row.get("dataset", ""),
+                prompt=row["prompt"],
+                reference=str(row.get("reference", "")),
+                results=dict(row.get("results", {})),
+                category=row.get("category"),
+            )
+    yield from merged.values()
 
 
 @dataclass(frozen=True)
