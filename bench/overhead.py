@@ -120,6 +120,8 @@ def main() -> None:
             yaml.safe_dump(
                 {
                     "server": {"port": rung_port, "log_level": "warning"},
+                    # The gateway's own cost; bench/classifier.py measures the classifier's.
+                    "routing": {"policy": "length"},
                     "tiers": [
                         {
                             "name": "small",
