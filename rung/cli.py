@@ -99,22 +99,27 @@ def _models_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embedder(args: argparse.Namespace) -> tuple[Any, dict[str, str]]:
-    from rung.classifiers.embedder import open_embedder
-
-    return open_embedder(args.embedder, Path(args.models_dir), threads=args.threads)
-
-
-def _train(args: argparse.Namespace) -> int:
+def _embedded_data(args: argparse.Namespace) -> tuple[Any, list[Path], Any, dict[str, str], Any]:
+    """What train and eval both start from: ladder, files, their outcomes, the embedder's
+    identity and the prompts' embeddings (cached)."""
     from rung.classifiers import workflow
+    from rung.classifiers.embedder import open_embedder
     from rung.classifiers.outcomes import load_ladder
 
     ladder = load_ladder(args.ladder)
     files = [Path(f) for f in args.data]
     data = workflow.load_data(files, ladder)
-    embedder, identity = _embedder(args)
+    embedder, identity = open_embedder(args.embedder, Path(args.models_dir), threads=args.threads)
     texts = [o.prompt for o in data.outcomes]
     vectors = workflow.embed_all(embedder, identity, texts, workflow.embeddings_cache_dir())
+    return ladder, files, data, identity, vectors
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rung.classifiers import workflow
+
+    ladder, files, data, identity, vectors = _embedded_data(args)
+    texts = [o.prompt for o in data.outcomes]
     model = workflow.fit(data, vectors, ladder, identity, args.method, files)
     model.save(Path(args.out))
     accuracy = ", ".join(
@@ -129,14 +134,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     from rung.classifiers import workflow
     from rung.classifiers.model import load
-    from rung.classifiers.outcomes import load_ladder
 
-    ladder = load_ladder(args.ladder)
-    files = [Path(f) for f in args.data]
-    data = workflow.load_data(files, ladder)
-    embedder, identity = _embedder(args)
-    texts = [o.prompt for o in data.outcomes]
-    vectors = workflow.embed_all(embedder, identity, texts, workflow.embeddings_cache_dir())
+    ladder, files, data, identity, vectors = _embedded_data(args)
     if args.classifier:
         model = load(Path(args.classifier), identity)
         trained_on = {f["sha256"] for f in model.training.get("files", [])}
