@@ -20,6 +20,17 @@ HARD = (
 )
 
 
+def one_tier(name: str, **routing: object):
+    """A one-tier config (a backend nobody calls) routed by the classifier."""
+    tier = {
+        "name": name,
+        "model": "m",
+        "price": {"input_per_mtok": 1, "output_per_mtok": 1},
+        "backends": [{"url": "http://127.0.0.1:9/v1"}],
+    }
+    return parse_config({"routing": {"policy": "classifier", **routing}, "tiers": [tier]}, "x", {})
+
+
 def ladder(fake, **routing):
     servers = [fake(n) for n in ("small", "medium", "large")]
     config = make_config(
@@ -80,21 +91,7 @@ def test_the_target_moves_traffic_between_tiers(fake, gateway):
 
 
 def test_a_config_sharing_no_tier_with_the_classifier_fails_at_startup():
-    config = parse_config(
-        {
-            "routing": {"policy": "classifier"},
-            "tiers": [
-                {
-                    "name": "alpha",
-                    "model": "a",
-                    "price": {"input_per_mtok": 1, "output_per_mtok": 1},
-                    "backends": [{"url": "http://127.0.0.1:9/v1"}],
-                }
-            ],
-        },
-        "x",
-        {},
-    )
+    config = one_tier("alpha")
     with pytest.raises(ConfigError, match="share no name"):
         build_chooser(config)
 
@@ -102,29 +99,14 @@ def test_a_config_sharing_no_tier_with_the_classifier_fails_at_startup():
 def test_check_routing_fails_fast_with_what_to_change(tmp_path):
     from rung.router.app import check_routing
 
-    def config(**routing):
-        return parse_config(
-            {
-                "routing": {"policy": "classifier", **routing},
-                "tiers": [
-                    {
-                        "name": "small",
-                        "model": "m",
-                        "price": {"input_per_mtok": 1, "output_per_mtok": 1},
-                        "backends": [{"url": "http://127.0.0.1:9/v1"}],
-                    }
-                ],
-            },
-            "x",
-            {},
-        )
-
-    check_routing(config())  # the shipped production classifier knows `small`
+    check_routing(one_tier("small"))  # the shipped production classifier knows `small`
     with pytest.raises(Exception, match="no classifier 'nope'"):
-        check_routing(config(classifier="nope"))
+        check_routing(one_tier("small", classifier="nope"))
     with pytest.raises(ConfigError, match="was trained on embedder 'minilm-l6-int8'"):
-        check_routing(config(embedder="smollm2-135m"))
-    check_routing(config(classifier=str(tmp_path), policy="length"))  # length: nothing to check
+        check_routing(one_tier("small", embedder="smollm2-135m"))
+    check_routing(
+        one_tier("small", classifier=str(tmp_path), policy="length")
+    )  # length: nothing to check
 
 
 def test_prepare_routing_turns_a_failed_embedder_fetch_into_a_clear_error(tmp_path, monkeypatch):
@@ -133,21 +115,7 @@ def test_prepare_routing_turns_a_failed_embedder_fetch_into_a_clear_error(tmp_pa
     monkeypatch.setenv("RUNG_MODELS_DIR", str(tmp_path / "empty"))
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "all-MiniLM-L6-v2-int8.onnx").write_bytes(b"not the model")
-    config = parse_config(
-        {
-            "routing": {"policy": "classifier"},
-            "tiers": [
-                {
-                    "name": "small",
-                    "model": "m",
-                    "price": {"input_per_mtok": 1, "output_per_mtok": 1},
-                    "backends": [{"url": "http://127.0.0.1:9/v1"}],
-                }
-            ],
-        },
-        "x",
-        {},
-    )
+    config = one_tier("small")
     with pytest.raises(ConfigError, match="move it away") as excinfo:
         prepare_routing(config)
     assert excinfo.value.path == "routing.embedder"
