@@ -193,6 +193,7 @@ def _label(args: argparse.Namespace) -> int:
             max_tokens=args.max_tokens,
             grader=args.grader,
             judge=judge,
+            logprobs=not args.no_logprobs,
         )
     )
     print(summary.text(args.name or args.model))
@@ -302,6 +303,12 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--judge-url", help="LLM judge (the top tier) for --grader judge")
     lab.add_argument("--judge-model")
     lab.add_argument("--api-key-env", help="environment variable holding the API key")
+    lab.add_argument(
+        "--no-logprobs",
+        action="store_true",
+        help="do not ask for token logprobs (for backends that cannot return them); "
+        "outcomes then carry no confidence signals",
+    )
     lab.set_defaults(run=_label)
 
     demo = sub.add_parser("demo", help="the gateway in front of two fake model servers")

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from rung.classifiers.grading import grade_choice, grade_exact, grade_number
 from rung.classifiers.outcomes import Outcome, read_outcomes, read_rows
+from rung.confidence.signals import answer_signals, token_scores
 
 TEMPLATES = {
     "number": "{prompt}\n\nSolve the problem step by step. End with a line of the form "
@@ -31,6 +32,10 @@ TEMPLATES = {
     "letter of the correct option.",
     "exact": "{prompt}",
 }
+TOP_LOGPROBS = 5
+PREFIX_TOKENS = 64
+"""Per-token scores kept with each outcome, so stream-probe signals (the first K tokens) can be
+recomputed offline for any K up to this."""
 JUDGE = (
     "You grade answers. Question:\n{prompt}\n\nReference answer:\n{reference}\n\nCandidate "
     "answer:\n{answer}\n\nIs the candidate answer correct and consistent with the reference? "
@@ -84,16 +89,22 @@ class Summary:
 
 
 async def _ask(
-    session: aiohttp.ClientSession, endpoint: Endpoint, content: str, max_tokens: int
+    session: aiohttp.ClientSession,
+    endpoint: Endpoint,
+    content: str,
+    max_tokens: int,
+    logprobs: bool = False,
 ) -> dict[str, Any]:
     headers = {"authorization": f"Bearer {endpoint.api_key}"} if endpoint.api_key else {}
-    payload = {
+    payload: dict[str, Any] = {
         "model": endpoint.model,
         "messages": [{"role": "user", "content": content}],
         "max_tokens": max_tokens,
         "temperature": 0,
         "seed": 0,
     }
+    if logprobs:
+        payload |= {"logprobs": True, "top_logprobs": TOP_LOGPROBS}
     async with session.post(
         endpoint.url.rstrip("/") + "/chat/completions", json=payload, headers=headers
     ) as response:
@@ -143,6 +154,7 @@ async def label(
     judge: Endpoint | None = None,
     timeout_s: float = 600,
     progress: bool = True,
+    logprobs: bool = True,
 ) -> Summary:
     """Label every prompt not yet labelled for `name` in `out`; append outcomes as they come."""
     summary = Summary()
@@ -179,7 +191,11 @@ async def label(
                     started = time.perf_counter()
                     try:
                         body = await _ask(
-                            session, endpoint, template.format(prompt=outcome.prompt), max_tokens
+                            session,
+                            endpoint,
+                            template.format(prompt=outcome.prompt),
+                            max_tokens,
+                            logprobs,
                         )
                         choice = body["choices"][0]
                         answer = choice["message"]["content"] or ""
@@ -204,6 +220,17 @@ async def label(
                         "finish_reason": choice.get("finish_reason"),
                         "grader": kind,
                     }
+                    if logprobs:
+                        scores = token_scores((choice.get("logprobs") or {}).get("content"))
+                        signals = answer_signals(answer, choice.get("finish_reason"), scores)
+                        result["signals"] = signals.to_dict()
+                        result["token_scores"] = [
+                            [
+                                round(t.logprob, 4),
+                                None if t.entropy is None else round(t.entropy, 4),
+                            ]
+                            for t in scores[:PREFIX_TOKENS]
+                        ]
                     row = {
                         "id": outcome.id,
                         "dataset": outcome.dataset,

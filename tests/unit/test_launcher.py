@@ -39,7 +39,7 @@ def test_the_server_command_pins_loopback_port_threads_and_context(tmp_path: Pat
         python="py",
     )
     command = server.command()
-    assert command[:3] == ["py", "-m", "llama_cpp.server"]
+    assert command[:3] == ["py", "-m", "rung.backends.local.llama_serve"]
     pairs = dict(zip(command[3::2], command[4::2], strict=True))
     assert pairs == {
         "--model": str(tmp_path / "m.gguf"),

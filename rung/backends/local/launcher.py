@@ -150,7 +150,7 @@ class LlamaServer:
         return [
             self.python,
             "-m",
-            "llama_cpp.server",
+            "rung.backends.local.llama_serve",
             "--model",
             str(self.model_path),
             "--model_alias",
