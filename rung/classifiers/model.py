@@ -7,6 +7,7 @@ without pickle. `load` refuses a model fitted on a different embedder.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,14 @@ class DifficultyModel:
     @property
     def tier_names(self) -> list[str]:
         return [str(t["name"]) for t in self.tiers]
+
+    @property
+    def fingerprint(self) -> str:
+        """Short digest of the weights: changes whenever the predictions can."""
+        digest = hashlib.sha256()
+        for array in (self.weights, self.bias, self.feature_mean, self.feature_scale):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:16]
 
     def design(self, embeddings: npt.NDArray[np.floating[Any]], texts: list[str]) -> Array:
         features = (feature_matrix(texts) - self.feature_mean) / self.feature_scale

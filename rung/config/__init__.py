@@ -4,6 +4,7 @@ from rung.config.loader import load_config, parse_config
 from rung.config.models import (
     ROUTED_MODEL_NAMES,
     BackendConfig,
+    CacheConfig,
     HealthSettings,
     LocalTier,
     Price,
@@ -16,6 +17,7 @@ from rung.config.models import (
 __all__ = [
     "ROUTED_MODEL_NAMES",
     "BackendConfig",
+    "CacheConfig",
     "HealthSettings",
     "LocalTier",
     "Price",

@@ -132,10 +132,38 @@ class RoutingConfig(_Frozen):
         return value
 
 
+class CacheConfig(_Frozen):
+    """The semantic cache (docs/cache.md)."""
+
+    enabled: bool = True
+    store: Literal["memory", "redis"] = "memory"
+    """`memory`: in this process (the default); `redis`: shared by every gateway replica."""
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    """May carry a password: `redis://:${REDIS_PASSWORD}@host:6379/0`."""
+    redis_timeout_ms: float = Field(default=50.0, gt=0, le=10_000)
+    """Longest wait for Redis on a request; past it the cache is bypassed for that request."""
+    semantic: bool = True
+    """Also match rephrased questions by embedding (exact matches only when false)."""
+    similarity_threshold: float = Field(default=0.9, gt=0, le=1)
+    """Lowest cosine for a semantic hit (bench/cache_quality.py chose it)."""
+    ttl_s: PositiveSeconds = 86_400.0
+    max_entries_per_tenant: int = Field(default=10_000, ge=1)
+    max_bytes_per_tenant: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Memory store bound (Redis: bound Redis itself with maxmemory)."""
+    max_temperature: float = Field(default=1.0, ge=0)
+    """Answers to requests sampled hotter than this are not stored. A request without
+    `temperature` counts as 1.0 (the OpenAI default); set 0 to store only greedy answers."""
+    ann_min: int = Field(default=20_000, ge=1)
+    """From this many entries in one scope, search an HNSW graph instead of every vector."""
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    """Tenants that share entries: {group name: [tenant, ...]}. Otherwise none do."""
+
+
 class RungConfig(_Frozen):
     server: ServerSettings = ServerSettings()
     health: HealthSettings = HealthSettings()
     routing: RoutingConfig = RoutingConfig()
+    cache: CacheConfig = CacheConfig()
     tiers: list[TierConfig] = Field(min_length=1)
     """Ordered smallest (cheapest) first."""
 

@@ -11,14 +11,16 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.types import Receive, Scope, Send
 
 from rung.backends import OpenStream, describe
+from rung.cache.policy import directives, replay
 from rung.config import RungConfig
 from rung.errors import InvalidRequest, PayloadTooLarge, RungError
 from rung.router.decide import Query
 from rung.router.errors import json_response, status_of
-from rung.router.pipeline import Pipeline
+from rung.router.pipeline import Pipeline, Plan
 from rung.router.schemas import (
     ChatRequest,
     CompletionRequest,
@@ -66,12 +68,31 @@ async def _serve(
     config = pipeline.config
     payload = await read_json(request, config.server.max_body_bytes)
     parsed = validate(kind, payload)
-    plan = await pipeline.plan(parsed.model, Query(routing_text(parsed), prompt_chars(parsed)))
+    lookup, store = directives(request.headers.get("cache-control"))
+    query = Query(routing_text(parsed), prompt_chars(parsed))
+    plan = await pipeline.plan(path, payload, parsed.model, query, lookup=lookup, store=store)
+    if plan.cache is not None and plan.cache.entry is not None:
+        return _cached(pipeline, plan, payload, parsed.stream)
     if parsed.stream:
         stream, served = await pipeline.open_stream(path, payload, plan)
         return _StreamResponse(stream, served.headers(config))
     body, served = await pipeline.complete(path, payload, plan)
-    return json_response(body, 200, served.headers(config))
+    response = json_response(body, 200, served.headers(config))
+    if plan.key is not None:  # stored after the answer has gone out: no added latency
+        response.background = BackgroundTask(pipeline.remember, plan, payload, body, served)
+    return response
+
+
+def _cached(pipeline: Pipeline, plan: Plan, payload: Any, stream: bool) -> Response:
+    body, served = pipeline.served_from_cache(plan)
+    headers = served.headers(pipeline.config)
+    if not stream:
+        return Response(body, 200, headers, media_type="application/json")
+    options = payload.get("stream_options")
+    usage = isinstance(options, dict) and bool(options.get("include_usage"))
+    chunks = replay(orjson.loads(body), usage)
+    events = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
+    return Response(events + b"data: [DONE]\n\n", 200, headers, media_type="text/event-stream")
 
 
 class _StreamResponse(StreamingResponse):

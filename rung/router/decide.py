@@ -27,6 +27,8 @@ class Query:
     """The routing text: the last user message (or the prompt)."""
     prompt_chars: int
     """Characters in the whole prompt (all messages)."""
+    vector: np.ndarray | None = None
+    """The routing text's embedding when the pipeline already computed it (never embed twice)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,12 @@ class Decision:
 
 
 class TierChooser(Protocol):
+    @property
+    def fingerprint(self) -> str:
+        """Names the routing setup (policy, classifier, target, tiers): a cached answer made
+        under the same fingerprint was routed exactly as this request would be."""
+        ...
+
     async def choose(self, query: Query) -> Decision: ...
 
 
@@ -54,6 +62,11 @@ def decide_by_length(prompt_chars: int, thresholds: Sequence[int], n_tiers: int)
 class LengthChooser:
     thresholds: tuple[int, ...]
     n_tiers: int
+    tier_names: tuple[str, ...] = ()
+
+    @property
+    def fingerprint(self) -> str:
+        return f"length:{','.join(map(str, self.thresholds))}/tiers={','.join(self.tier_names)}"
 
     async def choose(self, query: Query) -> Decision:
         return decide_by_length(query.prompt_chars, self.thresholds, self.n_tiers)
@@ -93,9 +106,12 @@ class ClassifierChooser:
         self.model = model
         self.batcher = batcher
         self.target = target
+        self.fingerprint = (
+            f"classifier:{model.fingerprint}/target={target:g}/tiers={','.join(names)}"
+        )
 
     async def choose(self, query: Query) -> Decision:
-        vector = await self.batcher.embed(query.text)
+        vector = query.vector if query.vector is not None else await self.batcher.embed(query.text)
         probabilities = self.model.predict(vector[None, :], [query.text])[0]
         k, why = choose_tier(list(probabilities), self.prices, self.target, self.allowed)
         tier = self.index[k]

@@ -1,7 +1,9 @@
-"""The request pipeline: decide a tier, call it, fall back up the ladder when a tier is down.
+"""The request pipeline: look the request up in the cache, decide a tier, call it, fall back up
+the ladder when a tier is down, store what may be stored.
 
-This is the only module that sequences I/O. Later steps (cache, escalation, accounting) slot in
-here, in the order ARCHITECTURE.md gives.
+This is the only module that sequences I/O. Later steps (escalation, accounting) slot in here, in
+the order ARCHITECTURE.md gives. The routing text is embedded at most once per request: the cache
+and the classifier share the vector.
 """
 
 from __future__ import annotations
@@ -9,22 +11,37 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
 
 from rung.backends import Json, OpenStream, TierPool
+from rung.cache.keys import CacheKey, cache_key
+from rung.cache.policy import why_not_store
+from rung.cache.semantic import Lookup, SemanticCache
 from rung.config import ROUTED_MODEL_NAMES, RungConfig
 from rung.errors import BackendError, BackendTimeout, ModelNotFound, NoBackendAvailable
-from rung.router.decide import Query, TierChooser, fallback_order
+from rung.router.decide import Decision, Query, TierChooser, fallback_order
 
 T = TypeVar("T")
+Embed = Callable[[str], Awaitable[np.ndarray]]
+DEFAULT_TENANT = "default"
+"""Every request's tenant until API keys name tenants (the tenants issue)."""
 
 
 @dataclass(frozen=True)
 class Plan:
     order: tuple[int, ...]
-    """Tiers to try, in order."""
+    """Tiers to try, in order (empty for a cache hit)."""
     reason: str
     decided: int
+    tenant: str = DEFAULT_TENANT
+    key: CacheKey | None = None
+    """The request's cache key when it may be looked up or stored."""
+    cache: Lookup | None = None
+    vector: np.ndarray | None = None
+    route_key: str = ""
 
 
 @dataclass
@@ -35,6 +52,9 @@ class Served:
     model: str = ""
     reason: str = ""
     fallback: list[str] = field(default_factory=list)
+    cache: str | None = None
+    """x-rung-cache: hit-exact | hit-semantic | miss | bypass (None: the cache is off)."""
+    similarity: float | None = None
 
     def headers(self, config: RungConfig) -> dict[str, str]:
         headers = {
@@ -44,28 +64,130 @@ class Served:
         }
         if self.fallback:
             headers["x-rung-fallback"] = "; ".join(self.fallback)
+        if self.cache is not None:
+            headers["x-rung-cache"] = self.cache
+        if self.similarity is not None:
+            headers["x-rung-cache-similarity"] = f"{self.similarity:.4f}"
         return headers
 
 
 class Pipeline:
-    def __init__(self, config: RungConfig, pools: list[TierPool], chooser: TierChooser) -> None:
+    def __init__(
+        self,
+        config: RungConfig,
+        pools: list[TierPool],
+        chooser: TierChooser,
+        cache: SemanticCache | None = None,
+        embed: Embed | None = None,
+    ) -> None:
         self.config = config
         self.pools = pools
         self.chooser = chooser
+        self.cache = cache
+        self.embed = embed
 
-    async def plan(self, model: str, query: Query) -> Plan:
-        if model in ROUTED_MODEL_NAMES:
-            decision = await self.chooser.choose(query)
-            order = fallback_order(decision.tier, len(self.pools))
-            return Plan(order, decision.reason, decision.tier)
-        pinned = self.config.tier_index(model)
-        if pinned is None:
-            names = ", ".join([*ROUTED_MODEL_NAMES, *(t.name for t in self.config.tiers)])
-            raise ModelNotFound(
-                f"The model '{model}' does not exist. Use one of: {names}.", param="model"
-            )
-        # A pinned tier is a promise: it fails over between its replicas, never to another tier.
-        return Plan((pinned,), "pinned", pinned)
+    async def plan(
+        self,
+        path: str,
+        payload: Json,
+        model: str,
+        query: Query,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        lookup: bool = True,
+        store: bool = True,
+    ) -> Plan:
+        pinned: int | None = None
+        if model not in ROUTED_MODEL_NAMES:
+            pinned = self.config.tier_index(model)
+            if pinned is None:
+                names = ", ".join([*ROUTED_MODEL_NAMES, *(t.name for t in self.config.tiers)])
+                raise ModelNotFound(
+                    f"The model '{model}' does not exist. Use one of: {names}.", param="model"
+                )
+        route_key = (
+            self.chooser.fingerprint
+            if pinned is None
+            else f"pinned:{self.config.tiers[pinned].name}"
+        )
+        key = cache_key(path, payload) if self.cache and (lookup or store) else None
+        memo: list[tuple[np.ndarray | None, Decision]] = []
+
+        async def decide() -> tuple[np.ndarray | None, Decision]:
+            if not memo:
+                vector = None
+                if self.embed is not None and (pinned is None or key is not None):
+                    vector = await self.embed(query.text)
+                if pinned is None:
+                    decision = await self.chooser.choose(
+                        Query(query.text, query.prompt_chars, vector)
+                    )
+                else:
+                    # Pinned: a promise; fails over between its replicas, never to another tier.
+                    decision = Decision(pinned, "pinned")
+                memo.append((vector if vector is not None else decision.embedding, decision))
+            return memo[0]
+
+        async def decided_name() -> tuple[Any, str]:
+            vector, decision = await decide()
+            return vector, self.config.tiers[decision.tier].name
+
+        found = None
+        if self.cache is not None and key is not None and lookup:
+            found = await self.cache.lookup(tenant, key, route_key, decided_name)
+            if found.entry is not None:
+                tier = self.config.tier_index(found.entry.tier)
+                return Plan(
+                    (),
+                    f"cache {found.status}",
+                    -1 if tier is None else tier,
+                    tenant,
+                    key,
+                    found,
+                    route_key=route_key,
+                )
+        vector, decision = await decide()
+        order = (pinned,) if pinned is not None else fallback_order(decision.tier, len(self.pools))
+        if self.cache is not None and found is None:
+            found = Lookup("bypass") if key is None or not lookup else None
+        return Plan(
+            order,
+            decision.reason,
+            decision.tier,
+            tenant,
+            key if store else None,
+            found,
+            vector,
+            route_key,
+        )
+
+    def served_from_cache(self, plan: Plan) -> tuple[bytes, Served]:
+        entry = plan.cache.entry if plan.cache is not None else None
+        if plan.cache is None or entry is None:
+            raise ValueError("not a cache hit")
+        tier = max(plan.decided, 0)
+        served = Served(tier, entry.model, plan.reason, cache=plan.cache.status)
+        served.similarity = plan.cache.similarity
+        return entry.body, served
+
+    async def remember(self, plan: Plan, payload: Json, body: Json, served: Served) -> None:
+        """Store a served answer if the request and the answer allow it."""
+        if self.cache is None or plan.key is None:
+            return
+        if why_not_store(payload, body, self.config.cache.max_temperature) is not None:
+            self.cache.stats_of(plan.tenant).not_stored += 1
+            return
+        await self.cache.put(
+            plan.tenant,
+            plan.key,
+            plan.vector,
+            orjson.dumps(body),
+            tier=self.config.tiers[served.tier].name,
+            model=served.model,
+            decided=self.config.tiers[plan.decided].name,
+            route_key=plan.route_key,
+            usage=body.get("usage") if isinstance(body.get("usage"), dict) else None,
+        )
 
     async def complete(self, path: str, payload: Json, plan: Plan) -> tuple[Json, Served]:
         async def call(pool: TierPool, body: Json) -> Json:
@@ -74,13 +196,18 @@ class Pipeline:
 
         body, served = await self._over_tiers(plan, payload, call)
         served.model = str(body.setdefault("model", served.model))
+        if plan.cache is not None:
+            served.cache = plan.cache.status
         return body, served
 
     async def open_stream(self, path: str, payload: Json, plan: Plan) -> tuple[OpenStream, Served]:
         async def call(pool: TierPool, body: Json) -> OpenStream:
             return await pool.open_stream(path, body)
 
-        return await self._over_tiers(plan, payload, call)
+        stream, served = await self._over_tiers(plan, payload, call)
+        if plan.cache is not None:
+            served.cache = plan.cache.status
+        return stream, served
 
     async def _over_tiers(
         self, plan: Plan, payload: Json, call: Callable[[TierPool, Json], Awaitable[T]]

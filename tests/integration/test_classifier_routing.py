@@ -10,7 +10,7 @@ import pytest
 from rung.classifiers.decision import choose_tier
 from rung.config import parse_config
 from rung.errors import ConfigError
-from rung.router.app import build_chooser
+from rung.router.app import build_routing
 from tests.integration.harness import client, make_config, tier
 
 EASY = "What is the capital of France?"
@@ -93,7 +93,7 @@ def test_the_target_moves_traffic_between_tiers(fake, gateway):
 def test_a_config_sharing_no_tier_with_the_classifier_fails_at_startup():
     config = one_tier("alpha")
     with pytest.raises(ConfigError, match="share no name"):
-        build_chooser(config)
+        build_routing(config)
 
 
 def test_check_routing_fails_fast_with_what_to_change(tmp_path):

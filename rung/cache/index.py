@@ -1,0 +1,124 @@
+"""The in-process vector index of one tenant's scope: exact below a size, HNSW above it.
+
+Exact search is a numpy matrix-vector product: ~6 ms over 100k vectors on an idle core (23 ms
+under load), too slow for a per-request lookup at that size. From `ann_min` live vectors on, a
+faiss HNSW graph (inner product on unit vectors = cosine) answers in ~0.5 ms; it is built on a
+worker thread while exact search keeps serving, then swapped in. Vectors added after a build are
+searched exactly next to it until the next one; removed keys are filtered out of results, and the
+graph is rebuilt when they pile up. Thread-safe: one lock guards every structure.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Vector = npt.NDArray[np.float32]
+
+
+class ScopeIndex:
+    def __init__(self, dimension: int, ann_min: int = 20_000, background: bool = True) -> None:
+        self.dimension = dimension
+        self.ann_min = ann_min
+        self.background = background
+        self._lock = threading.Lock()
+        self._matrix = np.zeros((16, dimension), dtype=np.float32)
+        self._keys: list[str | None] = []
+        self._rows: dict[str, int] = {}
+        self._free: list[int] = []
+        self._graph: Any = None  # faiss index over rows [0, _built)
+        self._built = 0
+        self._building = False
+        self._stale = 0  # rows inside the graph whose key was removed or replaced
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def add(self, key: str, vector: Vector) -> None:
+        with self._lock:
+            if key in self._rows:
+                self._remove(key)
+            # Rows inside the graph are never reused: the graph would still point at them.
+            row = self._free.pop() if self._free else len(self._keys)
+            if row == len(self._keys):
+                self._keys.append(None)
+                if row >= len(self._matrix):
+                    grown = np.zeros((len(self._matrix) * 2, self.dimension), dtype=np.float32)
+                    grown[: len(self._matrix)] = self._matrix
+                    self._matrix = grown
+            self._matrix[row] = vector
+            self._keys[row] = key
+            self._rows[key] = row
+            build = (
+                not self._building
+                and len(self._rows) >= self.ann_min
+                and (
+                    self._graph is None
+                    or len(self._keys) - self._built > max(1000, self._built // 10)
+                    or self._stale > self._built // 4
+                )
+            )
+            if build:
+                self._building = True
+        if build:
+            if self.background:
+                threading.Thread(target=self._build, daemon=True).start()
+            else:
+                self._build()
+
+    def remove(self, key: str) -> None:
+        with self._lock:
+            self._remove(key)
+
+    def _remove(self, key: str) -> None:
+        row = self._rows.pop(key, None)
+        if row is None:
+            return
+        self._keys[row] = None
+        self._matrix[row] = 0.0
+        if row < self._built:
+            self._stale += 1
+        else:
+            self._free.append(row)
+
+    def _build(self) -> None:
+        import faiss
+
+        with self._lock:
+            rows = len(self._keys)
+            matrix = self._matrix[:rows].copy()
+        graph = faiss.IndexHNSWFlat(self.dimension, 32, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = 40
+        graph.hnsw.efSearch = 64
+        graph.add(matrix)
+        with self._lock:
+            self._graph, self._built = graph, rows
+            # Free rows below `rows` now sit inside the graph: no longer reusable.
+            self._free = [r for r in self._free if r >= rows]
+            self._stale = sum(1 for i in range(rows) if self._keys[i] is None)
+            self._building = False
+
+    def search(self, vector: Vector, k: int = 4) -> list[tuple[str, float]]:
+        """The k most similar live keys with their cosine, best first."""
+        with self._lock:
+            found: dict[int, float] = {}
+            tail_start = 0
+            if self._graph is not None:
+                scores, rows = self._graph.search(vector[None, :], k + min(self._stale, 64))
+                for score, row in zip(scores[0], rows[0], strict=True):
+                    if row >= 0 and self._keys[row] is not None:
+                        found[int(row)] = float(score)
+                tail_start = self._built
+            tail = self._matrix[tail_start : len(self._keys)]
+            if len(tail):
+                sims = tail @ vector
+                best = np.argsort(-sims)[:k]
+                for row in best:
+                    absolute = tail_start + int(row)
+                    if self._keys[absolute] is not None:
+                        found[absolute] = float(sims[row])
+            ranked = sorted(found.items(), key=lambda item: -item[1])[:k]
+            return [(str(self._keys[row]), score) for row, score in ranked]

@@ -1,0 +1,201 @@
+"""The Redis cache store: entries shared by every gateway replica.
+
+Layout (all under the `rung:` prefix):
+
+- `rung:cache:{tenant}:{key}`: one hash per entry (`meta` JSON, `body`, `vector` as float32
+  bytes), expiring after the TTL;
+- `rung:cache-keys:{tenant}`: sorted set of the tenant's keys by creation time (bounds the tenant
+  to `max_entries`, oldest out first, and lists its entries for index rebuilds);
+- `rung:cache-bytes:{tenant}`: hash key -> entry size, for stats;
+- channel `rung:cache:events`: every put and purge, so other replicas' in-process vector indexes
+  follow (`{"origin", "tenant", "key"}`; key null for a purge).
+
+Redis 7.0 (Debian's) has no vector search: the search stays in each replica's process. Any Redis
+or socket failure is raised as `StoreError`; the cache bypasses itself and recovers.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from rung.cache.entry import BadEntry, Entry, decode
+from rung.cache.store import Change, StoreError
+
+PREFIX = "rung:"
+CHANNEL = f"{PREFIX}cache:events"
+BATCH = 500
+
+
+def _entry_key(tenant: str, key: str) -> str:
+    return f"{PREFIX}cache:{tenant}:{key}"
+
+
+def _keys_of(tenant: str) -> str:
+    return f"{PREFIX}cache-keys:{tenant}"
+
+
+def _bytes_of(tenant: str) -> str:
+    return f"{PREFIX}cache-bytes:{tenant}"
+
+
+class RedisStore:
+    def __init__(
+        self,
+        url: str,
+        max_entries: int,
+        ttl_s: float,
+        timeout_s: float = 0.05,
+        dimension: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.max_entries = max_entries
+        self.ttl_s = ttl_s
+        self.dimension = dimension
+        self.clock = clock
+        self.origin = uuid.uuid4().hex
+        self._client: aioredis.Redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=max(timeout_s, 0.5),
+            socket_connect_timeout=max(timeout_s, 0.5),
+            retry=Retry(NoBackoff(), 0),  # the cache retries by itself, later, not in-request
+        )
+
+    async def _guard(self, call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis: {exc}") from None
+
+    async def start(self) -> None:
+        await self._guard(self._client.ping())
+
+    async def get(self, tenant: str, key: str) -> Entry | None:
+        fields = await self._guard(self._client.hgetall(_entry_key(tenant, key)))
+        if not fields:
+            return None
+        try:
+            entry = decode(fields, tenant, self.dimension)
+        except BadEntry:
+            await self.delete(tenant, key)  # corrupt or foreign: skipped, never served
+            return None
+        if entry.key != key or self.clock() - entry.created > self.ttl_s:
+            await self.delete(tenant, key)
+            return None
+        return entry
+
+    async def put(self, entry: Entry) -> list[str]:
+        tenant = entry.tenant
+        now = self.clock()
+        async with self._client.pipeline(transaction=True) as tx:
+            tx.hset(_entry_key(tenant, entry.key), mapping=entry.encode())  # type: ignore[arg-type]
+            tx.expire(_entry_key(tenant, entry.key), max(1, int(self.ttl_s)))
+            tx.zadd(_keys_of(tenant), {entry.key: entry.created})
+            tx.hset(_bytes_of(tenant), entry.key, entry.size)
+            # Forget keys whose entries Redis has expired, then keep the newest max_entries.
+            tx.zrangebyscore(_keys_of(tenant), "-inf", now - self.ttl_s)
+            tx.zremrangebyscore(_keys_of(tenant), "-inf", now - self.ttl_s)
+            tx.zcard(_keys_of(tenant))
+            results = await self._guard(tx.execute())
+        expired = [k.decode() for k in results[4]]
+        extra = int(results[6]) - self.max_entries
+        evicted = list(expired)
+        async with self._client.pipeline(transaction=True) as tx:
+            if extra > 0:
+                tx.zpopmin(_keys_of(tenant), extra)
+            if expired:
+                tx.hdel(_bytes_of(tenant), *expired)
+            tx.publish(
+                CHANNEL, orjson.dumps({"origin": self.origin, "tenant": tenant, "key": entry.key})
+            )
+            results = await self._guard(tx.execute())
+        if extra > 0:
+            oldest = [k.decode() for k, _ in results[0]]
+            evicted += oldest
+            async with self._client.pipeline(transaction=False) as tx:
+                tx.delete(*(_entry_key(tenant, k) for k in oldest))
+                tx.hdel(_bytes_of(tenant), *oldest)
+                await self._guard(tx.execute())
+        return evicted
+
+    async def delete(self, tenant: str, key: str) -> None:
+        async with self._client.pipeline(transaction=True) as tx:
+            tx.delete(_entry_key(tenant, key))
+            tx.zrem(_keys_of(tenant), key)
+            tx.hdel(_bytes_of(tenant), key)
+            await self._guard(tx.execute())
+
+    async def purge(self, tenant: str) -> int:
+        keys = [k.decode() for k in await self._guard(self._client.zrange(_keys_of(tenant), 0, -1))]
+        for start in range(0, len(keys), BATCH):
+            batch = keys[start : start + BATCH]
+            await self._guard(self._client.delete(*(_entry_key(tenant, k) for k in batch)))
+        await self._guard(self._client.delete(_keys_of(tenant), _bytes_of(tenant)))
+        message = {"origin": self.origin, "tenant": tenant, "key": None}
+        await self._guard(self._client.publish(CHANNEL, orjson.dumps(message)))
+        return len(keys)
+
+    async def entries(self) -> AsyncIterator[Entry]:
+        cursor: int | bytes = 0
+        tenants: list[str] = []
+        while True:
+            cursor, found = await self._guard(
+                self._client.scan(cursor=int(cursor), match=f"{PREFIX}cache-keys:*", count=500)
+            )
+            tenants += [k.decode().removeprefix(f"{PREFIX}cache-keys:") for k in found]
+            if int(cursor) == 0:
+                break
+        for tenant in tenants:
+            keys = await self._guard(self._client.zrange(_keys_of(tenant), 0, -1))
+            for start in range(0, len(keys), BATCH):
+                batch = [k.decode() for k in keys[start : start + BATCH]]
+                async with self._client.pipeline(transaction=False) as tx:
+                    for key in batch:
+                        tx.hgetall(_entry_key(tenant, key))
+                    rows = await self._guard(tx.execute())
+                for key, fields in zip(batch, rows, strict=True):
+                    if not fields:
+                        continue
+                    try:
+                        entry = decode(fields, tenant, self.dimension)
+                    except BadEntry:
+                        continue
+                    if entry.key == key and self.clock() - entry.created <= self.ttl_s:
+                        yield entry
+
+    async def usage(self, tenant: str) -> tuple[int, int]:
+        async with self._client.pipeline(transaction=False) as tx:
+            tx.zremrangebyscore(_keys_of(tenant), "-inf", self.clock() - self.ttl_s)
+            tx.zcard(_keys_of(tenant))
+            tx.hvals(_bytes_of(tenant))
+            _, count, sizes = await self._guard(tx.execute())
+        return int(count), sum(int(s) for s in sizes)
+
+    async def watch(self, on_change: Callable[[Change], Awaitable[None]]) -> None:
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await self._guard(pubsub.subscribe(CHANNEL))
+            while True:
+                message = await self._guard(pubsub.get_message(timeout=1.0))
+                if message is None or message.get("type") != "message":
+                    continue
+                try:
+                    event = orjson.loads(message["data"])
+                    tenant, key = str(event["tenant"]), event["key"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    continue
+                if event.get("origin") != self.origin:
+                    await on_change(Change(tenant, None if key is None else str(key)))
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

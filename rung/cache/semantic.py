@@ -1,0 +1,340 @@
+"""The semantic cache as the pipeline sees it: look up, store, purge, stats.
+
+Lookup order for one request: the exact key first (no embedding needed when the entry was made
+under the same routing setup); then the request's embedding and routing decision (computed
+lazily, once, by the caller's `decide`), the stale-tier rule, and the semantic search inside the
+request's scope, each candidate above the similarity threshold checked by the near-miss guard.
+
+Faults: every store call has a deadline. A failing store turns the cache off for a second (the
+request is answered without it, counted as `bypass`); the first failure and the recovery are
+logged once each, never per request; after recovery the vector index is rebuilt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, TypeVar
+
+from rung.cache.entry import Entry, Vector
+from rung.cache.guard import near_miss
+from rung.cache.index import ScopeIndex
+from rung.cache.keys import CacheKey
+from rung.cache.store import CacheStore, Change, StoreError
+from rung.config import CacheConfig
+
+log = logging.getLogger("rung.cache")
+T = TypeVar("T")
+Status = Literal["hit-exact", "hit-semantic", "miss", "bypass"]
+Decide = Callable[[], Awaitable[tuple[Vector | None, str]]]
+"""Embeds the request and decides its tier (memoised by the caller): (vector, tier name)."""
+
+RETRY_S = 1.0
+CANDIDATES = 4
+
+
+@dataclass(frozen=True)
+class Lookup:
+    status: Status
+    entry: Entry | None = None
+    similarity: float | None = None
+    rejected: str | None = None
+    """Why a match was not served: `near-miss:<part>`, `stale-tier`, `unavailable`."""
+
+
+@dataclass
+class Stats:
+    hits_exact: int = 0
+    hits_semantic: int = 0
+    misses: int = 0
+    bypassed: int = 0
+    near_miss_rejections: int = 0
+    stale_tier_rejections: int = 0
+    stored: int = 0
+    not_stored: int = 0
+
+
+@dataclass
+class _Health:
+    down_since: float | None = None
+    retry_at: float = 0.0
+    errors: int = 0
+    resync: bool = False
+
+
+class SemanticCache:
+    def __init__(
+        self,
+        store: CacheStore,
+        config: CacheConfig,
+        tier_names: list[str],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.rank = {name: i for i, name in enumerate(tier_names)}
+        self.clock = clock
+        self._groups = {t: g for g, members in config.groups.items() for t in members}
+        self._indexes: dict[tuple[str, str], ScopeIndex] = {}
+        self._scopes: dict[tuple[str, str], str] = {}  # (group, key) -> scope, for removals
+        self._stats: dict[str, Stats] = {}
+        self._health = _Health()
+        self._watcher: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await self.store.start()
+            await self._rebuild()
+        except Exception as exc:  # any store failure: serve without the cache
+            self._failed(exc)
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def aclose(self) -> None:
+        for task in [self._watcher, *self._background]:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self.store.aclose()
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await self.store.watch(self._on_change)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the subscription broke: retry
+                self._failed(exc)
+                await asyncio.sleep(RETRY_S)
+
+    async def _on_change(self, change: Change) -> None:
+        if change.key is None:
+            self._drop_group(change.tenant)
+            return
+        entry = await self.store.get(change.tenant, change.key)
+        if entry is not None:
+            self._index(entry)
+
+    async def _rebuild(self) -> None:
+        self._indexes.clear()
+        self._scopes.clear()
+        async for entry in self.store.entries():
+            self._index(entry)
+
+    # -- index bookkeeping -------------------------------------------------------------------
+
+    def group(self, tenant: str) -> str:
+        """The namespace a tenant's entries live in: its sharing group, else itself."""
+        group = self._groups.get(tenant)
+        return f"group:{group}" if group else f"tenant:{tenant}"
+
+    def _index(self, entry: Entry) -> None:
+        if entry.vector is None or not self.config.semantic:
+            return
+        where = (entry.tenant, entry.scope)
+        index = self._indexes.get(where)
+        if index is None:
+            index = self._indexes[where] = ScopeIndex(len(entry.vector), self.config.ann_min)
+        index.add(entry.key, entry.vector)
+        self._scopes[(entry.tenant, entry.key)] = entry.scope
+
+    def _unindex(self, group: str, key: str) -> None:
+        scope = self._scopes.pop((group, key), None)
+        if scope is None:
+            return
+        index = self._indexes.get((group, scope))
+        if index is not None:
+            index.remove(key)
+            if not len(index):
+                del self._indexes[(group, scope)]
+
+    def _drop_group(self, group: str) -> None:
+        for where in [w for w in self._indexes if w[0] == group]:
+            del self._indexes[where]
+        for where in [w for w in self._scopes if w[0] == group]:
+            del self._scopes[where]
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def _available(self) -> bool:
+        return self._health.down_since is None or self.clock() >= self._health.retry_at
+
+    def _failed(self, exc: BaseException) -> None:
+        health = self._health
+        health.errors += 1
+        health.retry_at = self.clock() + RETRY_S
+        if health.down_since is None:
+            health.down_since = self.clock()
+            log.warning(
+                "cache store unavailable (%s: %s); serving without the cache until it is back",
+                type(exc).__name__,
+                exc,
+            )
+
+    def _recovered(self) -> None:
+        if self._health.down_since is not None:
+            log.warning(
+                "cache store is back after %.1fs; rebuilding the vector index",
+                self.clock() - self._health.down_since,
+            )
+            self._health.down_since = None
+            task = asyncio.create_task(self._rebuild())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _call(self, call: Awaitable[T]) -> T:
+        async with asyncio.timeout(self.config.redis_timeout_ms / 1000):
+            result = await call
+        self._recovered()
+        return result
+
+    # -- the request path --------------------------------------------------------------------
+
+    def stats_of(self, tenant: str) -> Stats:
+        return self._stats.setdefault(self.group(tenant), Stats())
+
+    async def lookup(self, tenant: str, key: CacheKey, route_key: str, decide: Decide) -> Lookup:
+        stats = self.stats_of(tenant)
+        if not self._available():
+            stats.bypassed += 1
+            return Lookup("bypass", rejected="unavailable")
+        group = self.group(tenant)
+        try:
+            return await self._lookup(group, key, route_key, decide, stats)
+        except (TimeoutError, StoreError) as exc:  # a store fault is never the client's problem
+            self._failed(exc)
+        stats.bypassed += 1
+        return Lookup("bypass", rejected="unavailable")
+
+    async def _lookup(
+        self, group: str, key: CacheKey, route_key: str, decide: Decide, stats: Stats
+    ) -> Lookup:
+        entry = await self._call(self.store.get(group, key.exact))
+        if entry is not None and entry.scope == key.scope and entry.text == key.text:
+            # Same text, same routing setup: the decision it was made under is today's too.
+            if entry.route_key == route_key:
+                stats.hits_exact += 1
+                return Lookup("hit-exact", entry, 1.0)
+            _, decided = await decide()
+            if self._stale(entry, decided):
+                stats.stale_tier_rejections += 1
+                stats.misses += 1
+                return Lookup("miss", rejected="stale-tier")
+            stats.hits_exact += 1
+            return Lookup("hit-exact", entry, 1.0)
+        index = self._indexes.get((group, key.scope)) if self.config.semantic else None
+        if index is None or not len(index):
+            stats.misses += 1
+            return Lookup("miss")
+        vector, decided = await decide()
+        if vector is None:
+            stats.misses += 1
+            return Lookup("miss")
+        rejected: str | None = None
+        for candidate, similarity in index.search(vector, CANDIDATES):
+            if similarity < self.config.similarity_threshold:
+                break
+            found = await self._call(self.store.get(group, candidate))
+            if found is None:
+                self._unindex(group, candidate)  # expired or evicted elsewhere
+                continue
+            why = near_miss(key.text, found.text)
+            if why is not None:
+                rejected = rejected or f"near-miss:{why}"
+                continue
+            if self._stale(found, decided):
+                rejected = rejected or "stale-tier"
+                continue
+            stats.hits_semantic += 1
+            return Lookup("hit-semantic", found, round(similarity, 4))
+        if rejected is not None and rejected.startswith("near-miss"):
+            stats.near_miss_rejections += 1
+        elif rejected == "stale-tier":
+            stats.stale_tier_rejections += 1
+        stats.misses += 1
+        return Lookup("miss", rejected=rejected)
+
+    def _stale(self, entry: Entry, decided: str) -> bool:
+        """A cheap answer is not served to a query now judged to need a bigger tier."""
+        return self.rank.get(entry.tier, -1) < self.rank.get(decided, 0)
+
+    async def put(
+        self,
+        tenant: str,
+        key: CacheKey,
+        vector: Vector | None,
+        body: bytes,
+        *,
+        tier: str,
+        model: str,
+        decided: str,
+        route_key: str,
+        confidence: float | None = None,
+        usage: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Store an answer (the caller has checked it may be stored); False when it was not."""
+        stats = self.stats_of(tenant)
+        if not self._available():
+            stats.not_stored += 1
+            return False
+        group = self.group(tenant)
+        entry = Entry(
+            key=key.exact,
+            tenant=group,
+            scope=key.scope,
+            text=key.text,
+            body=body,
+            tier=tier,
+            model=model,
+            decided=decided,
+            route_key=route_key,
+            vector=vector if self.config.semantic else None,
+            confidence=confidence,
+            usage=dict(usage or {}),
+        )
+        try:
+            evicted = await self._call(self.store.put(entry))
+        except (TimeoutError, StoreError) as exc:  # never fail a served request over the cache
+            self._failed(exc)
+            stats.not_stored += 1
+            return False
+        for gone in evicted:
+            self._unindex(group, gone)
+        if entry.key not in evicted:
+            self._index(entry)
+        stats.stored += 1
+        return True
+
+    async def purge(self, tenant: str) -> int:
+        group = self.group(tenant)
+        removed = await self._call(self.store.purge(group))
+        self._drop_group(group)
+        return removed
+
+    async def stats(self, tenant: str) -> dict[str, Any]:
+        entries, size = await self._call(self.store.usage(self.group(tenant)))
+        return {
+            "group": self.group(tenant),
+            "entries": entries,
+            "bytes": size,
+            **asdict(self.stats_of(tenant)),
+            "store": self.config.store,
+            "store_available": self._health.down_since is None,
+            "store_errors": self._health.errors,
+        }
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "store": self.config.store,
+            "available": self._health.down_since is None,
+            "errors": self._health.errors,
+            "indexed": sum(len(i) for i in self._indexes.values()),
+        }

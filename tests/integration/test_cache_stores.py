@@ -1,0 +1,196 @@
+"""One contract, two stores: the in-memory store and the Redis store (a real redis-server)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from rung.cache.entry import Entry
+from rung.cache.redis_store import RedisStore
+from rung.cache.store import CacheStore, Change, MemoryStore, StoreError
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+TTL = 100.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def entry(key: str, tenant: str = "acme", created: float = 1_000_000.0, **kw: Any) -> Entry:
+    rng = np.random.default_rng(abs(hash(key)) % 2**32)
+    vector = rng.normal(size=8).astype(np.float32)
+    fields: dict[str, Any] = {
+        "key": key,
+        "tenant": tenant,
+        "scope": "s1",
+        "text": f"question {key}?",
+        "body": b'{"object": "chat.completion", "choices": [{"message": {"content": "42"}}]}',
+        "tier": "small",
+        "model": "m-small",
+        "decided": "small",
+        "route_key": "r1",
+        "vector": vector / np.linalg.norm(vector),
+        "confidence": 0.9,
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1},
+        "created": created,
+    }
+    return Entry(**{**fields, **kw})
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_store(
+    request: pytest.FixtureRequest, redis_server: RedisServer
+) -> AsyncIterator[Callable[..., CacheStore]]:
+    made: list[CacheStore] = []
+
+    def make(max_entries: int = 100, clock: Clock | None = None) -> CacheStore:
+        store: CacheStore
+        if request.param == "memory":
+            store = MemoryStore(max_entries, 10**9, TTL, clock or Clock())
+        else:
+            store = RedisStore(redis_server.url, max_entries, TTL, 1.0, 8, clock or Clock())
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.aclose()
+
+
+def same(a: Entry | None, b: Entry) -> bool:
+    assert a is not None
+    assert a.vector is not None
+    assert b.vector is not None
+    return (
+        a.key == b.key
+        and a.body == b.body
+        and a.text == b.text
+        and a.usage == b.usage
+        and a.confidence == b.confidence
+        and np.array_equal(a.vector, b.vector)
+    )
+
+
+async def test_put_get_round_trip_and_tenant_isolation(make_store: Callable[..., CacheStore]):
+    store = make_store()
+    await store.start()
+    first = entry("k1")
+    assert await store.put(first) == []
+    assert same(await store.get("acme", "k1"), first)
+    assert await store.get("globex", "k1") is None  # another tenant never sees it
+    assert await store.get("acme", "nope") is None
+    assert await store.usage("acme") == (1, first.size)
+    assert await store.usage("globex") == (0, 0)
+
+
+async def test_entries_expire_after_the_ttl(make_store: Callable[..., CacheStore]):
+    clock = Clock()
+    store = make_store(clock=clock)
+    await store.put(entry("old", created=clock.now))
+    clock.now += TTL + 1
+    await store.put(entry("new", created=clock.now))
+    assert await store.get("acme", "old") is None
+    assert await store.get("acme", "new") is not None
+    assert [e.key async for e in store.entries()] == ["new"]
+
+
+async def test_the_oldest_entries_are_evicted_beyond_max_entries(
+    make_store: Callable[..., CacheStore],
+):
+    store = make_store(max_entries=2)
+    await store.put(entry("a", created=1_000_000.0))
+    await store.put(entry("b", created=1_000_001.0))
+    evicted = await store.put(entry("c", created=1_000_002.0))
+    assert evicted == ["a"]
+    assert await store.get("acme", "a") is None
+    assert {e.key async for e in store.entries()} == {"b", "c"}
+
+
+async def test_purge_removes_one_tenant_only(make_store: Callable[..., CacheStore]):
+    store = make_store()
+    for key in ("a", "b"):
+        await store.put(entry(key))
+    await store.put(entry("x", tenant="globex"))
+    assert await store.purge("acme") == 2
+    assert await store.get("acme", "a") is None
+    assert await store.get("globex", "x") is not None
+    assert await store.usage("acme") == (0, 0)
+
+
+async def test_memory_store_is_lru_and_bounded_by_bytes() -> None:
+    one = entry("a")
+    store = MemoryStore(100, one.size * 2 + 10, TTL, Clock())
+    await store.put(one)
+    await store.put(entry("b"))
+    assert await store.get("acme", "a") is not None  # a is now the most recently used
+    assert await store.put(entry("c")) == ["b"]
+    assert await store.usage("acme") == (2, one.size * 2)
+
+
+async def test_redis_skips_corrupt_and_foreign_entries(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, 100, TTL, 1.0, 8, Clock())
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await raw.hset("rung:cache:acme:bad", mapping={"meta": b"{not json", "body": b"{}"})
+        assert await store.get("acme", "bad") is None
+        assert not await raw.exists("rung:cache:acme:bad")  # and deleted
+        # An entry of globex's written under acme's key: foreign, never served.
+        await raw.hset("rung:cache:acme:k9", mapping=entry("k9", tenant="globex").encode())
+        assert await store.get("acme", "k9") is None
+        # A vector of the wrong size is corrupt too.
+        wrong = entry("k8", vector=np.ones(4, dtype=np.float32) / 2)
+        await raw.hset("rung:cache:acme:k8", mapping=wrong.encode())
+        assert await store.get("acme", "k8") is None
+    finally:
+        await raw.aclose()
+        await store.aclose()
+
+
+async def test_redis_replicas_hear_each_others_changes(redis_server: RedisServer) -> None:
+    one = RedisStore(redis_server.url, 100, TTL, 1.0, 8, Clock())
+    two = RedisStore(redis_server.url, 100, TTL, 1.0, 8, Clock())
+    heard: list[Change] = []
+
+    async def on_change(change: Change) -> None:
+        heard.append(change)
+
+    watcher = asyncio.create_task(two.watch(on_change))
+    try:
+        await asyncio.sleep(0.3)  # subscribed
+        await one.put(entry("k1"))
+        await two.put(entry("own"))  # a replica does not hear itself
+        await one.purge("acme")
+        for _ in range(50):
+            if len(heard) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert heard == [Change("acme", "k1"), Change("acme", None)]
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_redis_down_raises_store_error_quickly() -> None:
+    from rung.ports import free_port
+
+    store = RedisStore(f"redis://127.0.0.1:{free_port()}/0", 100, TTL, 0.05, 8)
+    try:
+        with pytest.raises(StoreError):
+            await store.get("acme", "k")
+        with pytest.raises(StoreError):
+            await store.put(entry("k"))
+    finally:
+        await store.aclose()
