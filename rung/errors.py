@@ -45,6 +45,24 @@ class ModelNotFound(InvalidRequest):
     code = "model_not_found"
 
 
+class Unauthorized(RungError):
+    """No API key, or not one rung knows."""
+
+    code = "invalid_api_key"
+
+
+class Forbidden(RungError):
+    """A known key that may not do this (e.g. a tenant key on the admin API)."""
+
+    code = "forbidden"
+
+
+class ServiceUnavailable(RungError):
+    """A dependency (the cache store, the ledger) cannot be reached for an admin call."""
+
+    code = "unavailable"
+
+
 class BackendError(RungError):
     """A model server failed (refused, reset, 5xx, garbage) and failover did not save the call."""
 

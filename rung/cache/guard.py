@@ -84,10 +84,11 @@ def salient(text: str) -> Salient:
         if token in ".!?:;\n":
             sentence_start = True
             continue
-        if (token.isupper() and len(token) > 1) or (
-            token[0].isupper() and not sentence_start and token.casefold() not in _COMMON
+        word = token.removesuffix("'s").removesuffix("'")  # France's = France
+        if (word.isupper() and len(word) > 1) or (
+            word[0].isupper() and not sentence_start and word.casefold() not in _COMMON
         ):
-            entities.add(token.casefold())
+            entities.add(word.casefold())
         sentence_start = False
     return Salient(numbers, quoted, code, len(_NEGATION.findall(prose)), frozenset(entities))
 

@@ -27,6 +27,13 @@ class ServerSettings(_Frozen):
     """Overall deadline for one request, failover included."""
     access_log: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    admin_key: SecretStr | None = None
+    """Bearer key for the /admin API (use `${ENV}`); without it the admin API is off."""
+
+    @field_validator("admin_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 class HealthSettings(_Frozen):

@@ -182,9 +182,11 @@ async def healthz() -> Response:
 async def readyz(request: Request) -> Response:
     pipeline: Pipeline = request.app.state.pipeline
     ready = any(pool.ready() for pool in pipeline.pools)
-    body = {
+    body: dict[str, Any] = {
         "status": "ready" if ready else "unavailable",
         "tiers": describe(pipeline.pools),
         "checked_at": int(time.time()),
     }
+    if pipeline.cache is not None:  # informational: a cache outage never makes rung unready
+        body["cache"] = pipeline.cache.health()
     return json_response(body, 200 if ready else 503)

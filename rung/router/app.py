@@ -23,6 +23,7 @@ from rung.classifiers.model import load, resolve
 from rung.config import RungConfig, load_config
 from rung.errors import ConfigError
 from rung.router import errors
+from rung.router.admin import admin
 from rung.router.api import router
 from rung.router.decide import ClassifierChooser, LengthChooser, TierChooser
 from rung.router.pipeline import Pipeline
@@ -158,6 +159,7 @@ def create_app(config: RungConfig) -> FastAPI:
         title="rung", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
     )
     app.include_router(router)
+    app.include_router(admin)
     errors.install(app)
     return app
 

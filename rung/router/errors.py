@@ -13,11 +13,14 @@ from rung.errors import (
     BackendError,
     BackendRejected,
     BackendTimeout,
+    Forbidden,
     InvalidRequest,
     ModelNotFound,
     NoBackendAvailable,
     PayloadTooLarge,
     RungError,
+    ServiceUnavailable,
+    Unauthorized,
 )
 from rung.router.schemas import error_body
 
@@ -28,6 +31,9 @@ _STATUS: tuple[tuple[type[RungError], int, str], ...] = (
     (PayloadTooLarge, 413, "invalid_request_error"),
     (ModelNotFound, 404, "invalid_request_error"),
     (InvalidRequest, 400, "invalid_request_error"),
+    (Unauthorized, 401, "invalid_request_error"),
+    (Forbidden, 403, "invalid_request_error"),
+    (ServiceUnavailable, 503, "server_error"),
     (BackendTimeout, 504, "server_error"),
     (NoBackendAvailable, 503, "server_error"),
     (BackendError, 502, "server_error"),

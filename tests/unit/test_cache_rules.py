@@ -84,6 +84,7 @@ def test_exact_keys_differ_with_the_text_and_only_text_parts_are_keyed() -> None
         ("What is the capital of France?", "What is the capital of Germany?", "entities"),
         ("What is the capital of France?", "Tell me the capital city of France.", None),
         ("Who wrote Hamlet?", "Who is the author of Hamlet?", None),
+        ("Tell me the capital of France.", "Tell me France's capital.", None),
         ("Is NASA older than ESA?", "Is NASA older than JAXA?", "entities"),
         ("How do I sort a list in Python?", "How can I sort a Python list?", None),
     ],

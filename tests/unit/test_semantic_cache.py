@@ -1,0 +1,184 @@
+"""SemanticCache over the memory store: exact and semantic hits, the near-miss guard, the
+stale-tier rule, sharing groups, faults. Vectors are chosen by hand: no embedder needed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from rung.cache.keys import cache_key
+from rung.cache.semantic import SemanticCache
+from rung.cache.store import MemoryStore, StoreError
+from rung.config import CacheConfig
+
+TIERS = ["small", "large"]
+BODY = b'{"object": "chat.completion", "choices": [{"message": {"content": "ok"}}]}'
+
+
+def unit(*values: float) -> np.ndarray:
+    v = np.array(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def key(text: str, **params: Any) -> Any:
+    found = cache_key(
+        "/chat/completions",
+        {"model": "rung", "messages": [{"role": "user", "content": text}], **params},
+    )
+    assert found is not None
+    return found
+
+
+class Decider:
+    """The pipeline's memoised embed+decide, scripted."""
+
+    def __init__(self, vector: np.ndarray, tier: str = "small") -> None:
+        self.vector, self.tier, self.calls = vector, tier, 0
+
+    async def __call__(self) -> tuple[np.ndarray, str]:
+        self.calls += 1
+        return self.vector, self.tier
+
+
+async def make(**config: Any) -> SemanticCache:
+    settings = CacheConfig(**{"similarity_threshold": 0.9, **config})
+    cache = SemanticCache(MemoryStore(100, 10**8, 3600), settings, TIERS)
+    await cache.start()
+    return cache
+
+
+async def put(
+    cache: SemanticCache,
+    text: str,
+    vector: np.ndarray,
+    tier: str = "small",
+    tenant: str = "acme",
+    route: str = "r1",
+) -> None:
+    stored = await cache.put(
+        tenant, key(text), vector, BODY, tier=tier, model=f"m-{tier}", decided=tier, route_key=route
+    )
+    assert stored
+
+
+async def test_exact_hit_under_the_same_routing_needs_no_embedding() -> None:
+    cache = await make()
+    await put(cache, "What is the capital of France?", unit(1, 0, 0))
+    decide = Decider(unit(1, 0, 0))
+    found = await cache.lookup("acme", key("What is the capital of France?"), "r1", decide)
+    assert (found.status, found.similarity, decide.calls) == ("hit-exact", 1.0, 0)
+    assert found.entry is not None
+    assert found.entry.body == BODY
+    await cache.aclose()
+
+
+async def test_semantic_hit_above_the_threshold_only() -> None:
+    cache = await make()
+    await put(cache, "What is the capital of France?", unit(1, 0, 0))
+    close = await cache.lookup(
+        "acme", key("Tell me the capital city of France."), "r1", Decider(unit(1, 0.2, 0))
+    )
+    assert close.status == "hit-semantic"
+    assert close.similarity == pytest.approx(float(unit(1, 0.2, 0) @ unit(1, 0, 0)), abs=1e-4)
+    far = await cache.lookup(
+        "acme", key("Tell me the capital city of France."), "r1", Decider(unit(1, 1, 0))
+    )
+    assert (far.status, far.rejected) == ("miss", None)
+    stats = await cache.stats("acme")
+    assert (stats["hits_semantic"], stats["misses"], stats["entries"]) == (1, 1, 1)
+    await cache.aclose()
+
+
+async def test_near_misses_are_rejected_and_counted() -> None:
+    cache = await make()
+    await put(cache, "Janet has 16 eggs. How many are left?", unit(1, 0, 0))
+    found = await cache.lookup(
+        "acme", key("Janet has 17 eggs. How many are left?"), "r1", Decider(unit(1, 0.01, 0))
+    )
+    assert (found.status, found.rejected) == ("miss", "near-miss:numbers")
+    assert (await cache.stats("acme"))["near_miss_rejections"] == 1
+    await cache.aclose()
+
+
+async def test_a_cheaper_answer_is_not_served_to_a_query_now_judged_harder() -> None:
+    cache = await make()
+    await put(cache, "Prove it.", unit(1, 0, 0), tier="small")
+    # Same text, but routing changed (another fingerprint) and now decides `large`.
+    exact = await cache.lookup("acme", key("Prove it."), "r2", Decider(unit(1, 0, 0), "large"))
+    assert (exact.status, exact.rejected) == ("miss", "stale-tier")
+    semantic = await cache.lookup(
+        "acme", key("Prove it!"), "r1", Decider(unit(1, 0.05, 0), "large")
+    )
+    assert (semantic.status, semantic.rejected) == ("miss", "stale-tier")
+    # An answer from the large tier may serve a query judged easy.
+    await put(cache, "Prove this.", unit(0, 1, 0), tier="large")
+    ok = await cache.lookup("acme", key("Prove this!"), "r1", Decider(unit(0, 1, 0.05), "small"))
+    assert ok.status == "hit-semantic"
+    assert (await cache.stats("acme"))["stale_tier_rejections"] == 2
+    await cache.aclose()
+
+
+async def test_scopes_and_tenants_never_mix_but_groups_share() -> None:
+    cache = await make(groups={"shared": ["acme", "initech"]})
+    await put(cache, "What is 2+2?", unit(1, 0, 0))
+    v = Decider(unit(1, 0, 0))
+    assert (await cache.lookup("globex", key("What is 2+2?"), "r1", v)).status == "miss"
+    assert (await cache.lookup("initech", key("What is 2+2?"), "r1", v)).status == "hit-exact"
+    hotter = key("What is 2+2?", temperature=0.3)  # another scope: neither exact nor semantic
+    assert (await cache.lookup("acme", hotter, "r1", v)).status == "miss"
+    await cache.aclose()
+
+
+async def test_purge_empties_the_tenant_and_its_index() -> None:
+    cache = await make()
+    await put(cache, "What is 2+2?", unit(1, 0, 0))
+    assert await cache.purge("acme") == 1
+    found = await cache.lookup("acme", key("What is two plus two?"), "r1", Decider(unit(1, 0, 0)))
+    assert found.status == "miss"
+    assert cache.health()["indexed"] == 0
+    await cache.aclose()
+
+
+class FlakyStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__(100, 10**8, 3600)
+        self.down = False
+        self.calls = 0
+
+    async def get(self, tenant: str, key: str) -> Any:
+        self.calls += 1
+        if self.down:
+            raise StoreError("connection refused")
+        return await super().get(tenant, key)
+
+
+async def test_a_failing_store_is_bypassed_then_recovers(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    store = FlakyStore()
+    cache = SemanticCache(store, CacheConfig(), TIERS, clock=lambda: now[0])
+    await cache.start()
+    await cache.put(
+        "acme",
+        key("hi"),
+        unit(1, 0),
+        BODY,
+        tier="small",
+        model="m",
+        decided="small",
+        route_key="r1",
+    )
+    store.down = True
+    statuses = [
+        (await cache.lookup("acme", key("hi"), "r1", Decider(unit(1, 0)))).status for _ in range(5)
+    ]
+    assert statuses == ["bypass"] * 5
+    assert store.calls == 1  # after one failure the store is left alone for a while
+    assert sum("unavailable" in r.message for r in caplog.records) == 1  # logged once
+    store.down = False
+    now[0] += 2.0
+    assert (await cache.lookup("acme", key("hi"), "r1", Decider(unit(1, 0)))).status == "hit-exact"
+    assert sum("is back after" in r.message for r in caplog.records) == 1
+    assert (await cache.stats("acme"))["bypassed"] == 5
+    await cache.aclose()
