@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -15,6 +15,7 @@ from starlette.background import BackgroundTask
 from starlette.types import Receive, Scope, Send
 
 from rung.backends import OpenStream, describe
+from rung.cache.assemble import StreamAssembler
 from rung.cache.policy import directives, replay
 from rung.config import RungConfig
 from rung.errors import InvalidRequest, PayloadTooLarge, RungError
@@ -31,6 +32,7 @@ from rung.router.schemas import (
 )
 
 log = logging.getLogger("rung.router")
+OnDone = Callable[[dict[str, Any]], Awaitable[None]]
 router = APIRouter()
 
 
@@ -75,7 +77,13 @@ async def _serve(
         return _cached(pipeline, plan, payload, parsed.stream)
     if parsed.stream:
         stream, served = await pipeline.open_stream(path, payload, plan)
-        return _StreamResponse(stream, served.headers(config))
+        done: OnDone | None = None
+        if plan.key is not None:
+
+            async def done(answer: dict[str, Any]) -> None:
+                await pipeline.remember(plan, payload, answer, served)
+
+        return _StreamResponse(stream, served.headers(config), done)
     body, served = await pipeline.complete(path, payload, plan)
     response = json_response(body, 200, served.headers(config))
     if plan.key is not None:  # stored after the answer has gone out: no added latency
@@ -98,8 +106,10 @@ def _cached(pipeline: Pipeline, plan: Plan, payload: Any, stream: bool) -> Respo
 class _StreamResponse(StreamingResponse):
     """SSE response that releases the backend stream even if the client left before the start."""
 
-    def __init__(self, stream: OpenStream, headers: dict[str, str]) -> None:
-        super().__init__(_sse(stream), media_type="text/event-stream", headers=headers)
+    def __init__(
+        self, stream: OpenStream, headers: dict[str, str], done: OnDone | None = None
+    ) -> None:
+        super().__init__(_sse(stream, done), media_type="text/event-stream", headers=headers)
         self.stream = stream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -141,10 +151,15 @@ class _StreamResponse(StreamingResponse):
             await self.stream.aclose()
 
 
-async def _sse(stream: OpenStream) -> AsyncIterator[bytes]:
-    """Re-emit the backend's chunks; a failure after the first byte ends with an error event."""
+async def _sse(stream: OpenStream, done: OnDone | None = None) -> AsyncIterator[bytes]:
+    """Re-emit the backend's chunks; a failure after the first byte ends with an error event.
+    With `done`, the chunks are also assembled and the whole answer handed to it at the end."""
+    assembler = StreamAssembler() if done is not None else None
     try:
         async for batch in stream:
+            if assembler is not None:
+                for chunk in batch:
+                    assembler.feed(chunk)
             yield b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in batch)
     except RungError as exc:
         _, type_ = status_of(exc)
@@ -153,6 +168,9 @@ async def _sse(stream: OpenStream) -> AsyncIterator[bytes]:
         yield b"data: " + orjson.dumps(body) + b"\n\n"
         return
     yield b"data: [DONE]\n\n"
+    answer = assembler.result() if assembler is not None else None
+    if done is not None and answer is not None:
+        await done(answer)
 
 
 @router.get("/v1/models")

@@ -98,6 +98,20 @@ def test_a_hit_streams_like_a_model_answer(fake, gateway):
     assert small.stats.requests == 1
 
 
+def test_a_streamed_answer_is_stored_and_served_as_json(fake, gateway):
+    small, large = fake("small"), fake("large")
+    gw = gateway(config(small, large))
+    stream = client(gw).chat.completions.create(
+        model="rung", messages=[{"role": "user", "content": FRANCE}], temperature=0, stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    wait_stored(gw, 1)
+    hit = ask(gw, FRANCE)
+    assert hit.headers["x-rung-cache"] == "hit-exact"
+    assert hit.parse().choices[0].message.content == streamed
+    assert small.stats.requests == 1
+
+
 def test_cache_control_and_what_is_never_stored(fake, gateway):
     small, large = fake("small"), fake("large")
     gw = gateway(config(small, large))

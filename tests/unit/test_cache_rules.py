@@ -160,3 +160,56 @@ def test_replay_rebuilds_a_chat_stream() -> None:
     assert len(replay(body, include_usage=False)) == 2
     legacy = {"object": "text_completion", "choices": [{"text": "Hi", "finish_reason": "stop"}]}
     assert [c["choices"][0]["text"] for c in replay(legacy, False)] == ["Hi", ""]
+
+
+def test_stream_assembler_rebuilds_what_replay_takes_apart() -> None:
+    from rung.cache.assemble import StreamAssembler
+
+    body = {
+        **answer("Paris is the capital."),
+        "id": "c1",
+        "created": 7,
+        "model": "m",
+        "usage": {"total_tokens": 9},
+    }
+    body["choices"][0] |= {"index": 0, "logprobs": None}
+    assembler = StreamAssembler()
+    for chunk in replay(body, include_usage=True):
+        assembler.feed(chunk)
+    assert assembler.result() == body
+
+
+def test_stream_assembler_joins_deltas_and_tool_calls() -> None:
+    from rung.cache.assemble import StreamAssembler
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [choice]}  # fmt: skip
+
+    call = {"index": 0, "id": "t1", "function": {"name": "get_", "arguments": '{"a":'}}
+    more = {"index": 0, "function": {"name": "weather", "arguments": " 1}"}}
+    assembler = StreamAssembler()
+    for part in (
+        chunk({"role": "assistant", "content": "Pa"}),
+        chunk({"content": "ris"}),
+        chunk({"tool_calls": [call]}),
+        chunk({"tool_calls": [more]}, "tool_calls"),
+    ):
+        assembler.feed(part)
+    result = assembler.result()
+    assert result is not None
+    message = result["choices"][0]["message"]
+    assert message["content"] == "Paris"
+    assert message["tool_calls"] == [
+        {
+            "id": "t1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"a": 1}'},
+        }
+    ]
+    assert result["choices"][0]["finish_reason"] == "tool_calls"
+    broken = StreamAssembler()
+    broken.feed(chunk({"content": "Pa"}))
+    broken.feed({"error": {"message": "the model server failed mid-stream"}})
+    assert broken.result() is None
