@@ -6,12 +6,16 @@ cosine ~0.99), yet the answer does. So above the similarity threshold, rung stil
 an embedding blurs and refuses the match when any of these differ:
 
 - numbers (digits, with `1,000` = `1000` and `2.50` = `2.5`; number words up to twenty and the
-  round tens are read as digits, so "sixteen" = "16"), as a multiset;
+  round tens and ordinals are read as digits, so "sixteen" = "16" and "first" = "1st"), as a
+  multiset;
 - quoted strings ("…", '…', “…”) and code (`…` and ``` blocks), whitespace-normalised;
-- negation: how many negating words there are (not, no, never, none, nothing, nobody, neither,
-  nor, without, cannot, -n't), so "Which is not a mammal" never gets "Which is a mammal"'s answer;
+- negation: how many negating words there are (not, no, non-, never, none, nothing, nobody,
+  neither, nor, without, cannot, -n't), so "Which is not a mammal" never gets "Which is a
+  mammal"'s answer;
 - names and entities: capitalised words that do not start a sentence, and all-caps words
-  (acronyms), compared as a set, case-folded.
+  (acronyms), case-folded, in order of first appearance ("Is NASA older than ESA?" is not
+  "Is ESA older than NASA?");
+- enumerated choices (two or more lines like "A. …" or "1) …"): every option's text, in order.
 
 Pure and table-tested (tests/unit/test_guard.py); what it costs in lost true hits is measured by
 bench/cache_quality.py.
@@ -30,12 +34,14 @@ _WORDS = {
     "nineteen": 19, "twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
     "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100, "thousand": 1000,
     "million": 1000000, "half": 0.5, "twice": 2, "double": 2, "triple": 3,
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7,
+    "eighth": 8, "ninth": 9, "tenth": 10, "1st": 1, "2nd": 2, "3rd": 3,
 }  # fmt: skip
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?|\b(?:" + "|".join(_WORDS) + r")\b", re.I)
 _CODE = re.compile(r"```.*?```|`[^`\n]+`", re.S)
 _QUOTED = re.compile(r"\"([^\"\n]{1,200})\"|“([^”\n]{1,200})”|(?<!\w)'([^'\n]{1,200})'(?!\w)")
 _NEGATION = re.compile(
-    r"\b(?:not|no|never|none|nothing|nobody|neither|nor|without|cannot)\b|n't\b", re.I
+    r"\b(?:not|no|non|never|none|nothing|nobody|neither|nor|without|cannot)\b|n't\b", re.I
 )
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'\-]*|[.!?:;\n]")
 _COMMON_WORDS = (
@@ -48,13 +54,18 @@ _COMMON_WORDS = (
 _COMMON = frozenset(_COMMON_WORDS.split())
 
 
+_CHOICE = re.compile(r"^\s*\(?([A-Za-z]|\d{1,2})[.)]\s+(.+?)\s*$", re.M)
+
+
 @dataclass(frozen=True)
 class Salient:
     numbers: tuple[str, ...]
     quoted: frozenset[str]
     code: frozenset[str]
     negations: int
-    entities: frozenset[str]
+    entities: tuple[str, ...]
+    """In order of appearance: "Is NASA older than ESA?" is not "Is ESA older than NASA?"."""
+    choices: tuple[str, ...] = ()
 
 
 def _number(token: str) -> str:
@@ -78,19 +89,23 @@ def salient(text: str) -> Salient:
     prose = _CODE.sub(" ", text)
     quoted = frozenset(_squash(next(g for g in m.groups() if g)) for m in _QUOTED.finditer(prose))
     numbers = tuple(sorted(_number(m.group(0)) for m in _NUMBER.finditer(prose)))
-    entities = set()
+    entities: list[str] = []
     sentence_start = True
     for token in _TOKEN.findall(prose):
         if token in ".!?:;\n":
             sentence_start = True
             continue
         word = token.removesuffix("'s").removesuffix("'")  # France's = France
-        if (word.isupper() and len(word) > 1) or (
+        name = (word.isupper() and len(word) > 1) or (
             word[0].isupper() and not sentence_start and word.casefold() not in _COMMON
-        ):
-            entities.add(word.casefold())
+        )
+        if name and word.casefold() not in entities:
+            entities.append(word.casefold())
         sentence_start = False
-    return Salient(numbers, quoted, code, len(_NEGATION.findall(prose)), frozenset(entities))
+    lines = _CHOICE.findall(prose)
+    choices = tuple(_squash(option) for _, option in lines) if len(lines) >= 2 else ()
+    negations = len(_NEGATION.findall(prose))
+    return Salient(numbers, quoted, code, negations, tuple(entities), choices)
 
 
 def disagreement(a: Salient, b: Salient) -> str | None:
@@ -105,6 +120,8 @@ def disagreement(a: Salient, b: Salient) -> str | None:
         return "negation"
     if a.entities != b.entities:
         return "entities"
+    if a.choices != b.choices:
+        return "choices"
     return None
 
 

@@ -151,7 +151,7 @@ class CacheConfig(_Frozen):
     """Longest wait for Redis on a request; past it the cache is bypassed for that request."""
     semantic: bool = True
     """Also match rephrased questions by embedding (exact matches only when false)."""
-    similarity_threshold: float = Field(default=0.9, gt=0, le=1)
+    similarity_threshold: float = Field(default=0.87, gt=0, le=1)
     """Lowest cosine for a semantic hit (bench/cache_quality.py chose it)."""
     ttl_s: PositiveSeconds = 86_400.0
     max_entries_per_tenant: int = Field(default=10_000, ge=1)

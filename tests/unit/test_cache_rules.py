@@ -87,6 +87,21 @@ def test_exact_keys_differ_with_the_text_and_only_text_parts_are_keyed() -> None
         ("Tell me the capital of France.", "Tell me France's capital.", None),
         ("Is NASA older than ESA?", "Is NASA older than JAXA?", "entities"),
         ("How do I sort a list in Python?", "How can I sort a Python list?", None),
+        (
+            "Convert 100 degrees Fahrenheit to Celsius.",
+            "Convert 100 degrees Celsius to Fahrenheit.",
+            "entities",
+        ),
+        (
+            "Pick one.\nA. red apple\nB. green pear",
+            "Pick one.\nA. red apple\nB. green plum",
+            "choices",
+        ),
+        (
+            "Pick one.\nA. red apple\nB. green pear",
+            "Choose one:\nA. red apple\nB. green pear",
+            None,
+        ),
     ],
 )
 def test_near_miss_guard(a: str, b: str, why: str | None) -> None:
@@ -100,7 +115,7 @@ def test_salient_parts() -> None:
     assert parts.quoted == frozenset({"bob"})
     assert parts.code == frozenset({"ls -la"})
     assert parts.negations == 1
-    assert parts.entities == frozenset({"bob", "paris"})
+    assert parts.entities == ("bob", "paris")
 
 
 @pytest.mark.parametrize(
