@@ -120,8 +120,10 @@ def main() -> None:
             yaml.safe_dump(
                 {
                     "server": {"port": rung_port, "log_level": "warning"},
-                    # The gateway's own cost; bench/classifier.py measures the classifier's.
+                    # The gateway's own cost; bench/classifier.py measures the classifier's
+                    # and bench/cache.py the cache's (every request here is the same one).
                     "routing": {"policy": "length"},
+                    "cache": {"enabled": False},
                     "tiers": [
                         {
                             "name": "small",

@@ -99,11 +99,8 @@ def main() -> None:
         "name": "static-minilm-distilled",
         "sha256": hashlib.sha256(table.tobytes()).hexdigest(),
     }
-    ladders = {
-        "production": ["gsm8k.jsonl", "mmlu-pro.jsonl"],
-        "mmlu-pro": ["mmlu-pro.jsonl"],
-        "gsm8k": ["gsm8k.jsonl"],
-    }
+    # The two reference ladders (production is their union: same story, twice the time).
+    ladders = {"gsm8k": ["gsm8k.jsonl"], "mmlu-pro": ["mmlu-pro.jsonl"]}
     report: dict[str, Any] = {"benchmark": "static_embedder", "ladders": {}}
     for name, files in ladders.items():
         ladder = load_ladder(ROOT / f"ladders/{name}.yaml")

@@ -3,9 +3,10 @@
 Exact search is a numpy matrix-vector product: ~6 ms over 100k vectors on an idle core (23 ms
 under load), too slow for a per-request lookup at that size. From `ann_min` live vectors on, a
 faiss HNSW graph (inner product on unit vectors = cosine) answers in ~0.5 ms; it is built on a
-worker thread while exact search keeps serving, then swapped in. Vectors added after a build are
-searched exactly next to it until the next one; removed keys are filtered out of results, and the
-graph is rebuilt when they pile up. Thread-safe: one lock guards every structure.
+worker thread while exact search keeps serving, then swapped in. Later vectors are inserted
+into the graph as they come (HNSW grows incrementally); removed keys are filtered out of
+results, and the graph is rebuilt when they reach a quarter of it. Thread-safe: one lock guards
+every structure.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ Vector = npt.NDArray[np.float32]
 
 
 class ScopeIndex:
-    def __init__(self, dimension: int, ann_min: int = 20_000, background: bool = True) -> None:
+    def __init__(self, dimension: int, ann_min: int = 4096, background: bool = True) -> None:
         self.dimension = dimension
         self.ann_min = ann_min
         self.background = background
@@ -52,14 +53,13 @@ class ScopeIndex:
             self._matrix[row] = vector
             self._keys[row] = key
             self._rows[key] = row
+            if self._graph is not None and not self._building and row == self._built:
+                self._graph.add(self._matrix[row : row + 1])  # HNSW inserts incrementally
+                self._built += 1
             build = (
                 not self._building
                 and len(self._rows) >= self.ann_min
-                and (
-                    self._graph is None
-                    or len(self._keys) - self._built > max(1000, self._built // 10)
-                    or self._stale > self._built // 4
-                )
+                and (self._graph is None or self._stale > self._built // 4)
             )
             if build:
                 self._building = True
@@ -95,10 +95,14 @@ class ScopeIndex:
         graph.hnsw.efSearch = 64
         graph.add(matrix)
         with self._lock:
-            self._graph, self._built = graph, rows
-            # Free rows below `rows` now sit inside the graph: no longer reusable.
-            self._free = [r for r in self._free if r >= rows]
-            self._stale = sum(1 for i in range(rows) if self._keys[i] is None)
+            # Rows added while the graph was being built join it now; free rows below the
+            # new end sit inside the graph and are no longer reusable.
+            total = len(self._keys)
+            if total > rows:
+                graph.add(self._matrix[rows:total])
+            self._graph, self._built = graph, total
+            self._free = []
+            self._stale = sum(1 for i in range(total) if self._keys[i] is None)
             self._building = False
 
     def search(self, vector: Vector, k: int = 4) -> list[tuple[str, float]]:

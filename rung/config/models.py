@@ -160,7 +160,7 @@ class CacheConfig(_Frozen):
     max_temperature: float = Field(default=1.0, ge=0)
     """Answers to requests sampled hotter than this are not stored. A request without
     `temperature` counts as 1.0 (the OpenAI default); set 0 to store only greedy answers."""
-    ann_min: int = Field(default=20_000, ge=1)
+    ann_min: int = Field(default=4096, ge=1)
     """From this many entries in one scope, search an HNSW graph instead of every vector."""
     groups: dict[str, list[str]] = Field(default_factory=dict)
     """Tenants that share entries: {group name: [tenant, ...]}. Otherwise none do."""
