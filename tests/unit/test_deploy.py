@@ -68,6 +68,12 @@ def test_gpu_profile_serves_every_production_tier(compose):
             assert flag(vllm["command"], "--port") == str(url.port)
             assert flag(vllm["command"], "--served-model-name") == tier.model
             assert url.hostname in rung["depends_on"]
+    # Both gateway replicas share one cache: the compose file's Redis.
+    assert config.cache.store == "redis"
+    redis = urlparse(config.cache.redis_url.get_secret_value())
+    assert redis.hostname in gpu
+    assert redis.hostname in rung["depends_on"]
+    assert redis.port == 6379
 
 
 def test_vllm_services_reserve_a_gpu_each_and_share_the_hf_cache(compose):
