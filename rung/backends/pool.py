@@ -186,6 +186,10 @@ class TierPool:
         )
         now = self.clock()
         for replica, ok in zip(self.replicas, results, strict=True):
+            if not ok and replica.outstanding > 0:
+                # A single-slot server (llama.cpp) may not answer a probe while it generates
+                # for us; the calls in flight will tell whether it is really down.
+                continue
             was_reachable, replica.reachable = replica.reachable, ok
             if not ok:
                 if was_reachable:

@@ -66,3 +66,18 @@ def test_ready_needs_a_reachable_replica_in_rotation():
     assert p.ready()
     p.replicas[1].reachable = False
     assert not p.ready()
+
+
+async def test_a_busy_replica_that_misses_a_probe_stays_in_rotation():
+    """llama.cpp answers no probe while it generates: our own calls in flight judge it."""
+    p = pool(2, Clock())
+
+    async def silent(timeout_s: float) -> bool:
+        return False
+
+    for replica in p.replicas:
+        replica.client.probe = silent  # type: ignore[method-assign]
+    p.replicas[0].outstanding = 1  # busy with one of our calls
+    await p.probe()
+    assert [r.breaker.is_open for r in p.replicas] == [False, True]
+    assert [r.label for r in p.candidates()] == ["t[0]"]
