@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Rebuild the classifiers shipped in rung/classifiers/defaults, and their held-out evaluations in
+# Rebuild the classifiers shipped in rung/classifiers/defaults (production from the shared data,
+# local from labels/), and their held-out evaluations in
 # bench/results/, from the shared outcome data. Deterministic: same data, same files.
 #   usage: scripts/build_classifiers.sh [OUTCOMES_DIR]    (default: ../shared/data/outcomes)
 set -euo pipefail
@@ -18,3 +19,10 @@ $rung eval --data "$data/mmlu-pro.jsonl" --ladder ladders/mmlu-pro.yaml \
   --out bench/results/classifier/mmlu-pro
 $rung eval --data "$data/gsm8k.jsonl" --ladder ladders/gsm8k.yaml \
   --out bench/results/classifier/gsm8k
+
+# local: the two llama.cpp tiers of config/local.yaml, on rung's own labels of them
+# (labels/local-*.jsonl, from scripts/label_local.sh; only prompts both tiers answered count).
+$rung train --data labels/local-small.jsonl labels/local-large.jsonl --ladder ladders/local.yaml \
+  --out rung/classifiers/defaults/local
+$rung eval --data labels/local-small.jsonl labels/local-large.jsonl --ladder ladders/local.yaml \
+  --out bench/results/classifier/local

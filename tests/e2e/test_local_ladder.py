@@ -56,13 +56,21 @@ def test_each_tier_streams_with_logprobs(local_ladder, gateway, tier):
     assert chunks[-1].choices[0].finish_reason in {"stop", "length"}
 
 
-def test_routed_requests_reach_the_small_tier_and_pins_the_large(local_ladder, gateway):
+def test_the_local_classifier_routes_and_a_tier_name_pins(local_ladder, gateway):
     gw = gateway(local_ladder)
     sdk = client(gw)
     routed = sdk.chat.completions.with_raw_response.create(
         model="rung", messages=QUESTION, max_tokens=4
     )
-    assert routed.headers["x-rung-tier"] == "small"
+    # The shipped local classifier decided, and its decision rule holds for what it reported.
+    reason = routed.headers["x-rung-route-reason"]
+    assert reason.startswith("classifier small=")
+    probs = dict(p.split("=") for p in reason.split()[1:3])
+    target = local_ladder.routing.quality_target
+    expected = "small" if float(probs["small"]) >= target else "large"
+    if float(probs["small"]) < target and float(probs["large"]) < target:
+        expected = max(probs, key=lambda k: float(probs[k]))
+    assert routed.headers["x-rung-tier"] == expected
     pinned = sdk.chat.completions.with_raw_response.create(
         model="qwen2.5-coder-1.5b-instruct", messages=QUESTION, max_tokens=4
     )
