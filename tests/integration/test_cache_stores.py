@@ -194,3 +194,55 @@ async def test_redis_down_raises_store_error_quickly() -> None:
             await store.put(entry("k"))
     finally:
         await store.aclose()
+
+
+async def test_two_replicas_on_one_redis_share_entries_but_never_across_tenants(
+    redis_server: RedisServer,
+) -> None:
+    """Two gateway replicas' caches (each with its own in-process index) on one real Redis."""
+    from rung.cache.keys import cache_key
+    from rung.cache.semantic import SemanticCache
+    from rung.config import CacheConfig
+
+    config = CacheConfig(store="redis", similarity_threshold=0.9, groups={"lab": ["ann", "bob"]})
+    replicas = [
+        SemanticCache(RedisStore(redis_server.url, 100, TTL, 1.0, 8), config, ["small"])
+        for _ in range(2)
+    ]
+    for replica in replicas:
+        await replica.start()
+    await asyncio.sleep(0.3)  # both subscribed
+    text = "What is the capital of France?"
+    key = cache_key(
+        "/chat/completions", {"model": "rung", "messages": [{"role": "user", "content": text}]}
+    )
+    assert key is not None
+    vector = entry("v").vector
+    assert vector is not None
+
+    async def decide() -> tuple[Any, str]:
+        return vector, "small"
+
+    body = entry("x").body
+    for tenant in ("acme", "ann"):
+        stored = await replicas[0].put(tenant, key, vector, body, tier="small", model="m",
+                                       decided="small", route_key="r")  # fmt: skip
+        assert stored
+    for _ in range(50):  # replica 2's index hears about both through pub/sub
+        if replicas[1].health()["indexed"] == 2:
+            break
+        await asyncio.sleep(0.05)
+    paraphrase = type(key)(key.scope, "Tell me the capital of France.")
+    seen = {
+        tenant: (await replicas[1].lookup(tenant, paraphrase, "r", decide)).status
+        for tenant in ("acme", "globex", "ann", "bob", "carol")
+    }
+    assert seen == {
+        "acme": "hit-semantic",
+        "globex": "miss",  # another tenant: never
+        "ann": "hit-semantic",
+        "bob": "hit-semantic",  # shares the `lab` group with ann
+        "carol": "miss",
+    }
+    for replica in replicas:
+        await replica.aclose()
