@@ -57,6 +57,26 @@ class Forbidden(RungError):
     code = "forbidden"
 
 
+class TooManyRequests(RungError):
+    """A rate limit or a budget refused the request; `headers` go back with the 429."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.headers = headers or {}
+
+
+class RateLimited(TooManyRequests):
+    code = "rate_limit_exceeded"
+
+
+class InsufficientQuota(TooManyRequests):
+    code = "insufficient_quota"
+
+
 class ServiceUnavailable(RungError):
     """A dependency (the cache store, the ledger) cannot be reached for an admin call."""
 

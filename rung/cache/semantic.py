@@ -73,12 +73,14 @@ class SemanticCache:
         config: CacheConfig,
         tier_names: list[str],
         clock: Callable[[], float] = time.monotonic,
+        groups: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.rank = {name: i for i, name in enumerate(tier_names)}
         self.clock = clock
-        self._groups = {t: g for g, members in config.groups.items() for t in members}
+        self._groups = dict(groups or {})
+        """Tenant -> its sharing group (tenants' `cache_group`)."""
         self._indexes: dict[tuple[str, str], ScopeIndex] = {}
         self._scopes: dict[tuple[str, str], str] = {}  # (group, key) -> scope, for removals
         self._stats: dict[str, Stats] = {}

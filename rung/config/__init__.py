@@ -13,17 +13,22 @@ from rung.config.models import (
     ServerSettings,
     TierConfig,
 )
+from rung.config.tenants import AuthConfig, LimitsConfig, Policy, TenantConfig
 
 __all__ = [
     "ROUTED_MODEL_NAMES",
+    "AuthConfig",
     "BackendConfig",
     "CacheConfig",
     "HealthSettings",
+    "LimitsConfig",
     "LocalTier",
+    "Policy",
     "Price",
     "RoutingConfig",
     "RungConfig",
     "ServerSettings",
+    "TenantConfig",
     "TierConfig",
     "load_config",
     "parse_config",

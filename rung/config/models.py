@@ -6,7 +6,10 @@ import itertools
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from rung.config.base import Frozen
+from rung.config.tenants import AuthConfig, LimitsConfig, Policy, TenantConfig
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 # Names clients may send as `model` to get routing instead of a pinned tier.
@@ -15,8 +18,7 @@ ROUTED_MODEL_NAMES = ("rung", "auto")
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+_Frozen = Frozen
 
 
 class ServerSettings(_Frozen):
@@ -162,8 +164,6 @@ class CacheConfig(_Frozen):
     `temperature` counts as 1.0 (the OpenAI default); set 0 to store only greedy answers."""
     ann_min: int = Field(default=4096, ge=1)
     """From this many entries in one scope, search an HNSW graph instead of every vector."""
-    groups: dict[str, list[str]] = Field(default_factory=dict)
-    """Tenants that share entries: {group name: [tenant, ...]}. Otherwise none do."""
 
 
 class RungConfig(_Frozen):
@@ -173,6 +173,11 @@ class RungConfig(_Frozen):
     cache: CacheConfig = CacheConfig()
     tiers: list[TierConfig] = Field(min_length=1)
     """Ordered smallest (cheapest) first."""
+    auth: AuthConfig = AuthConfig()
+    limits: LimitsConfig = LimitsConfig()
+    defaults: Policy = Policy()
+    """Every tenant's policy unless it sets its own (docs/tenants.md)."""
+    tenants: list[TenantConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> RungConfig:
@@ -187,6 +192,7 @@ class RungConfig(_Frozen):
                         "tier names and model ids must be unique"
                     )
                 seen[alias] = tier.name
+        self._check_tenants()
         explicit = "length_thresholds" in self.routing.model_fields_set
         if explicit and len(self.routing.length_thresholds) > len(self.tiers) - 1:
             raise ValueError(
@@ -194,6 +200,28 @@ class RungConfig(_Frozen):
                 f"at most {len(self.tiers) - 1} (one fewer than the tiers) make sense"
             )
         return self
+
+    def _check_tenants(self) -> None:
+        tiers = {t.name for t in self.tiers}
+        names: set[str] = set()
+        keys: set[str] = set()
+        for where, policy in [("defaults", self.defaults)] + [
+            (f"tenant {t.name!r}", t.policy) for t in self.tenants
+        ]:
+            for name in [policy.max_tier or "", *(policy.allowed_tiers or [])]:
+                if name and name not in tiers:
+                    raise ValueError(f"{where}: no tier named {name!r} (tiers: {sorted(tiers)})")
+        for tenant in self.tenants:
+            if tenant.name in names:
+                raise ValueError(f"tenant {tenant.name!r} is declared twice")
+            names.add(tenant.name)
+            for key in tenant.keys:
+                if key.get_secret_value() in keys:
+                    raise ValueError(f"tenant {tenant.name!r}: a key is used by two tenants")
+                keys.add(key.get_secret_value())
+        open_tenant = self.auth.open_tenant
+        if open_tenant is not None and open_tenant not in names:
+            raise ValueError(f"auth.open_tenant: no tenant named {open_tenant!r} in `tenants`")
 
     def unlaunched_local_tiers(self) -> list[str]:
         """Local tiers with no backend URL yet: only `rung up` can serve them."""

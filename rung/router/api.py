@@ -21,7 +21,7 @@ from rung.config import RungConfig
 from rung.errors import InvalidRequest, PayloadTooLarge, RungError
 from rung.router.decide import Query
 from rung.router.errors import json_response, status_of
-from rung.router.pipeline import Pipeline, Plan
+from rung.router.pipeline import Pipeline, Plan, Served
 from rung.router.schemas import (
     ChatRequest,
     CompletionRequest,
@@ -30,9 +30,11 @@ from rung.router.schemas import (
     routing_text,
     validate,
 )
+from rung.tenants.gate import Gate, Outcome
 
 log = logging.getLogger("rung.router")
-OnDone = Callable[[dict[str, Any]], Awaitable[None]]
+OnDone = Callable[[dict[str, Any] | None], Awaitable[None]]
+"""Called once a stream has ended: with the assembled answer, or None if it broke."""
 router = APIRouter()
 
 
@@ -67,28 +69,88 @@ async def _serve(
     request: Request, kind: type[ChatRequest | CompletionRequest], path: str
 ) -> Response:
     pipeline: Pipeline = request.app.state.pipeline
+    gate: Gate = request.app.state.gate
     config = pipeline.config
+    policy = gate.authenticate(request.headers.get("authorization"))
     payload = await read_json(request, config.server.max_body_bytes)
     parsed = validate(kind, payload)
+    requested = payload.get("max_completion_tokens") or payload.get("max_tokens")
+    messages = payload.get("messages")
+    ticket = await gate.admit(
+        policy,
+        len(orjson.dumps(payload)),
+        len(messages) if isinstance(messages, list) else 1,
+        requested if isinstance(requested, int) else None,
+    )
+    # The cap that bounds what the request can cost is what the backend is told.
+    payload = {**payload, "max_tokens": ticket.max_tokens}
+    if "max_completion_tokens" in payload:
+        payload["max_completion_tokens"] = ticket.max_tokens
     lookup, store = directives(request.headers.get("cache-control"))
     query = Query(routing_text(parsed), prompt_chars(parsed))
-    plan = await pipeline.plan(path, payload, parsed.model, query, lookup=lookup, store=store)
+    plan = await pipeline.plan(
+        path, payload, parsed.model, query, policy=ticket.policy, lookup=lookup, store=store
+    )
     if plan.cache is not None and plan.cache.entry is not None:
-        return _cached(pipeline, plan, payload, parsed.stream)
+        response = _cached(pipeline, plan, payload, parsed.stream)
+        entry = plan.cache.entry
+        outcome = Outcome([], [], entry.tier, None, 0, 0, plan.cache.status, 200)
+        await gate.settle(ticket, outcome)
+        response.headers.update(ticket.headers)
+        return response
+    prices = [_price(config, t) for t in plan.order]
+    await gate.reserve(ticket, prices)
+    try:
+        if parsed.stream:
+            stream, served = await pipeline.open_stream(path, payload, plan)
+        else:
+            body, served = await pipeline.complete(path, payload, plan)
+    except RungError as exc:
+        status, _ = status_of(exc)
+        failed = Outcome([], [], "", None, None, None, None, status)
+        await gate.settle(ticket, failed)
+        raise
+    headers = {**served.headers(config), **ticket.headers}
     if parsed.stream:
-        stream, served = await pipeline.open_stream(path, payload, plan)
-        done: OnDone | None = None
-        if plan.key is not None:
 
-            async def done(answer: dict[str, Any]) -> None:
+        async def done(answer: dict[str, Any] | None) -> None:
+            usage = (answer or {}).get("usage") or {}
+            await gate.settle(ticket, _outcome(config, served, usage, 200 if answer else 502))
+            if answer is not None and plan.key is not None:
                 await pipeline.remember(plan, payload, answer, served)
 
-        return _StreamResponse(stream, served.headers(config), done)
-    body, served = await pipeline.complete(path, payload, plan)
-    response = json_response(body, 200, served.headers(config))
-    if plan.key is not None:  # stored after the answer has gone out: no added latency
-        response.background = BackgroundTask(pipeline.remember, plan, payload, body, served)
+        return _StreamResponse(stream, headers, done)
+    response = json_response(body, 200, headers)
+    reported = body.get("usage")
+    outcome = _outcome(config, served, reported if isinstance(reported, dict) else {}, 200)
+
+    async def after() -> None:  # after the answer has gone out: no added latency
+        await gate.settle(ticket, outcome)
+        if plan.key is not None:
+            await pipeline.remember(plan, payload, body, served)
+
+    response.background = BackgroundTask(after)
     return response
+
+
+def _price(config: RungConfig, tier: int) -> tuple[float, float]:
+    price = config.tiers[tier].price
+    return price.input_per_mtok, price.output_per_mtok
+
+
+def _outcome(config: RungConfig, served: Served, usage: dict[str, Any], status: int) -> Outcome:
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    tier = config.tiers[served.tier].name
+    return Outcome(
+        tiers=served.tried,
+        models=[served.model],
+        tier=tier,
+        price=_price(config, served.tier),
+        prompt_tokens=prompt if isinstance(prompt, int) else None,
+        completion_tokens=completion if isinstance(completion, int) else None,
+        cache=served.cache,
+        status=status,
+    )
 
 
 def _cached(pipeline: Pipeline, plan: Plan, payload: Any, stream: bool) -> Response:
@@ -109,8 +171,17 @@ class _StreamResponse(StreamingResponse):
     def __init__(
         self, stream: OpenStream, headers: dict[str, str], done: OnDone | None = None
     ) -> None:
-        super().__init__(_sse(stream, done), media_type="text/event-stream", headers=headers)
+        self.done = done
+        self.finished = False
+        finish = self._finish if done is not None else None
+        super().__init__(_sse(stream, finish), media_type="text/event-stream", headers=headers)
         self.stream = stream
+
+    async def _finish(self, answer: dict[str, Any] | None) -> None:
+        """Exactly once per stream: settle (and maybe cache) what it produced."""
+        if self.done is not None and not self.finished:
+            self.finished = True
+            await self.done(answer)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Starlette's version runs two anyio tasks per stream; one plain watcher task that
@@ -149,6 +220,7 @@ class _StreamResponse(StreamingResponse):
             streaming = False
             watcher.cancel()
             await self.stream.aclose()
+            await self._finish(None)  # abandoned or broken: the reservation is still settled
 
 
 async def _sse(stream: OpenStream, done: OnDone | None = None) -> AsyncIterator[bytes]:
@@ -166,11 +238,12 @@ async def _sse(stream: OpenStream, done: OnDone | None = None) -> AsyncIterator[
         log.warning("stream from %s broke: %s", stream.replica.label, exc.message)
         body = error_body("the model server failed mid-stream", type_, None, exc.code)
         yield b"data: " + orjson.dumps(body) + b"\n\n"
+        if done is not None:
+            await done(None)
         return
     yield b"data: [DONE]\n\n"
-    answer = assembler.result() if assembler is not None else None
-    if done is not None and answer is not None:
-        await done(answer)
+    if done is not None and assembler is not None:
+        await done(assembler.result())
 
 
 @router.get("/v1/models")
@@ -207,4 +280,8 @@ async def readyz(request: Request) -> Response:
     }
     if pipeline.cache is not None:  # informational: a cache outage never makes rung unready
         body["cache"] = pipeline.cache.health()
+    gate: Gate = request.app.state.gate
+    body["limits"] = gate.health()
+    if not gate.health()["available"] and gate.config.limits.on_store_failure == "fail_closed":
+        body["status"] = "degraded"  # metered tenants are refused until the store is back
     return json_response(body, 200 if ready else 503)

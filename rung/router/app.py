@@ -27,6 +27,8 @@ from rung.router.admin import admin
 from rung.router.api import router
 from rung.router.decide import ClassifierChooser, LengthChooser, TierChooser
 from rung.router.pipeline import Pipeline
+from rung.tenants.gate import Gate
+from rung.tenants.stores import build_stores
 from rung.weights.catalog import CATALOG
 from rung.weights.fetch import FetchError, default_models_dir, fetch
 
@@ -120,12 +122,19 @@ def build_routing(config: RungConfig) -> Routing:
     return Routing(chooser, batcher, dimension)
 
 
-def build_cache(config: RungConfig, dimension: int | None) -> SemanticCache | None:
+def build_cache(
+    config: RungConfig, dimension: int | None, groups: dict[str, str]
+) -> SemanticCache | None:
     cache = config.cache
     if not cache.enabled:
         return None
     store = STORES[cache.store](cache, dimension)
-    return SemanticCache(store, cache, [t.name for t in config.tiers])
+    return SemanticCache(store, cache, [t.name for t in config.tiers], groups=groups)
+
+
+def build_gate(config: RungConfig) -> Gate:
+    ledger, limiter, usage = build_stores(config.limits)
+    return Gate(config, ledger, limiter, usage)
 
 
 def create_app(config: RungConfig) -> FastAPI:
@@ -136,19 +145,25 @@ def create_app(config: RungConfig) -> FastAPI:
             await pool.start()
         await asyncio.gather(*(pool.probe() for pool in pools))
         routing = await asyncio.to_thread(build_routing, config)
-        cache = build_cache(config, routing.dimension)
+        gate = build_gate(config)
+        cache = build_cache(config, routing.dimension, gate.groups())
         if cache is not None:
             await cache.start()
         embed = routing.batcher.embed if routing.batcher is not None else None
         app.state.pipeline = Pipeline(config, pools, routing.chooser, cache, embed)
+        app.state.gate = gate
+        reconciler = asyncio.create_task(gate.reconcile_forever())
         app.state.started = int(time.time())
         prober = asyncio.create_task(probe_forever(pools, config.health.interval_s))
         try:
             yield
         finally:
-            prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await prober
+            for task in (prober, reconciler):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await gate.reconcile()
+            await gate.aclose()
             for pool in pools:
                 await pool.aclose()
             if cache is not None:

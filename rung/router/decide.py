@@ -29,6 +29,10 @@ class Query:
     """Characters in the whole prompt (all messages)."""
     vector: np.ndarray | None = None
     """The routing text's embedding when the pipeline already computed it (never embed twice)."""
+    target: float | None = None
+    """The tenant's quality target (None: the config's)."""
+    allowed: tuple[int, ...] | None = None
+    """Config tier indices the tenant may use (None: all)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,17 @@ class LengthChooser:
         return f"length:{','.join(map(str, self.thresholds))}/tiers={','.join(self.tier_names)}"
 
     async def choose(self, query: Query) -> Decision:
-        return decide_by_length(query.prompt_chars, self.thresholds, self.n_tiers)
+        decision = decide_by_length(query.prompt_chars, self.thresholds, self.n_tiers)
+        return within(decision, query.allowed)
+
+
+def within(decision: Decision, allowed: tuple[int, ...] | None) -> Decision:
+    """The largest allowed tier not above the decision (else the smallest allowed one)."""
+    if allowed is None or decision.tier in allowed:
+        return decision
+    below = [t for t in allowed if t <= decision.tier]
+    tier = max(below) if below else min(allowed)
+    return Decision(tier, f"{decision.reason}; capped by tenant policy", decision.embedding)
 
 
 def fallback_order(decided: int, n_tiers: int) -> tuple[int, ...]:
@@ -113,9 +127,16 @@ class ClassifierChooser:
     async def choose(self, query: Query) -> Decision:
         vector = query.vector if query.vector is not None else await self.batcher.embed(query.text)
         probabilities = self.model.predict(vector[None, :], [query.text])[0]
-        k, why = choose_tier(list(probabilities), self.prices, self.target, self.allowed)
-        tier = self.index[k]
-        assert tier is not None
-        shown = " ".join(f"{self.model.tier_names[j]}={probabilities[j]:.2f}" for j in self.allowed)
-        reason = f"classifier {shown} target={self.target:g} {why}"
-        return Decision(tier, reason, vector)
+        target = self.target if query.target is None else query.target
+        allowed = self.allowed
+        if query.allowed is not None:
+            allowed = [k for k in self.allowed if self.index[k] in query.allowed]
+            if not allowed:  # the tenant may use none of the classifier's tiers
+                tier = min(query.allowed)
+                return Decision(tier, "tenant policy: no classified tier allowed", vector)
+        k, why = choose_tier(list(probabilities), self.prices, target, allowed)
+        chosen = self.index[k]
+        assert chosen is not None
+        shown = " ".join(f"{self.model.tier_names[j]}={probabilities[j]:.2f}" for j in allowed)
+        reason = f"classifier {shown} target={target:g} {why}"
+        return Decision(chosen, reason, vector)

@@ -14,12 +14,15 @@ from rung.errors import (
     BackendRejected,
     BackendTimeout,
     Forbidden,
+    InsufficientQuota,
     InvalidRequest,
     ModelNotFound,
     NoBackendAvailable,
     PayloadTooLarge,
+    RateLimited,
     RungError,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthorized,
 )
 from rung.router.schemas import error_body
@@ -33,6 +36,8 @@ _STATUS: tuple[tuple[type[RungError], int, str], ...] = (
     (InvalidRequest, 400, "invalid_request_error"),
     (Unauthorized, 401, "invalid_request_error"),
     (Forbidden, 403, "invalid_request_error"),
+    (InsufficientQuota, 429, "insufficient_quota"),
+    (RateLimited, 429, "requests"),
     (ServiceUnavailable, 503, "server_error"),
     (BackendTimeout, 504, "server_error"),
     (NoBackendAvailable, 503, "server_error"),
@@ -55,6 +60,8 @@ def error_response(error: RungError, headers: dict[str, str] | None = None) -> R
     if isinstance(error, BackendRejected):
         return json_response(error.body, error.status, headers)
     status, type_ = status_of(error)
+    if isinstance(error, TooManyRequests):
+        headers = {**error.headers, **(headers or {})}
     if status >= 500:
         log.warning("%s: %s", type(error).__name__, error.message)
     return json_response(error_body(error.message, type_, error.param, error.code), status, headers)

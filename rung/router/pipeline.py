@@ -21,8 +21,15 @@ from rung.cache.keys import CacheKey, cache_key
 from rung.cache.policy import why_not_store
 from rung.cache.semantic import Lookup, SemanticCache
 from rung.config import ROUTED_MODEL_NAMES, RungConfig
-from rung.errors import BackendError, BackendTimeout, ModelNotFound, NoBackendAvailable
+from rung.errors import (
+    BackendError,
+    BackendTimeout,
+    Forbidden,
+    ModelNotFound,
+    NoBackendAvailable,
+)
 from rung.router.decide import Decision, Query, TierChooser, fallback_order
+from rung.tenants.policy import TenantPolicy
 
 T = TypeVar("T")
 Embed = Callable[[str], Awaitable[np.ndarray]]
@@ -54,6 +61,8 @@ class Served:
     fallback: list[str] = field(default_factory=list)
     cache: str | None = None
     """x-rung-cache: hit-exact | hit-semantic | miss | bypass (None: the cache is off)."""
+    tried: list[str] = field(default_factory=list)
+    """Every tier called, in order."""
     similarity: float | None = None
 
     def headers(self, config: RungConfig) -> dict[str, str]:
@@ -93,10 +102,13 @@ class Pipeline:
         model: str,
         query: Query,
         *,
-        tenant: str = DEFAULT_TENANT,
+        policy: TenantPolicy | None = None,
         lookup: bool = True,
         store: bool = True,
     ) -> Plan:
+        tenant = policy.tenant if policy is not None else DEFAULT_TENANT
+        allowed = policy.allowed if policy is not None else None
+        target = policy.quality_target if policy is not None else None
         pinned: int | None = None
         if model not in ROUTED_MODEL_NAMES:
             pinned = self.config.tier_index(model)
@@ -105,12 +117,18 @@ class Pipeline:
                 raise ModelNotFound(
                     f"The model '{model}' does not exist. Use one of: {names}.", param="model"
                 )
+            if allowed is not None and pinned not in allowed:
+                raise Forbidden(
+                    f"Tier '{self.config.tiers[pinned].name}' is not allowed for tenant {tenant}.",
+                    param="model",
+                )
         route_key = (
-            self.chooser.fingerprint
+            f"{self.chooser.fingerprint}/target={target}/allowed={allowed}"
             if pinned is None
             else f"pinned:{self.config.tiers[pinned].name}"
         )
-        key = cache_key(path, payload) if self.cache and (lookup or store) else None
+        caching = self.cache is not None and (policy is None or policy.cache)
+        key = cache_key(path, payload) if caching and (lookup or store) else None
         memo: list[tuple[np.ndarray | None, Decision]] = []
 
         async def decide() -> tuple[np.ndarray | None, Decision]:
@@ -120,7 +138,7 @@ class Pipeline:
                     vector = await self.embed(query.text)
                 if pinned is None:
                     decision = await self.chooser.choose(
-                        Query(query.text, query.prompt_chars, vector)
+                        Query(query.text, query.prompt_chars, vector, target, allowed)
                     )
                 else:
                     # Pinned: a promise; fails over between its replicas, never to another tier.
@@ -133,7 +151,7 @@ class Pipeline:
             return vector, self.config.tiers[decision.tier].name
 
         found = None
-        if self.cache is not None and key is not None and lookup:
+        if caching and self.cache is not None and key is not None and lookup:
             found = await self.cache.lookup(tenant, key, route_key, decided_name)
             if found.entry is not None:
                 tier = self.config.tier_index(found.entry.tier)
@@ -148,7 +166,9 @@ class Pipeline:
                 )
         vector, decision = await decide()
         order = (pinned,) if pinned is not None else fallback_order(decision.tier, len(self.pools))
-        if self.cache is not None and found is None:
+        if allowed is not None:
+            order = tuple(t for t in order if t in allowed) or (decision.tier,)
+        if caching and found is None:
             found = Lookup("bypass") if key is None or not lookup else None
         return Plan(
             order,
@@ -223,6 +243,7 @@ class Pipeline:
                     if not pool.available():
                         served.fallback.append(f"{name}: unavailable")
                         continue
+                    served.tried.append(name)
                     try:
                         result = await call(pool, {**payload, "model": pool.tier.model})
                     except BackendError as exc:

@@ -204,9 +204,12 @@ async def test_two_replicas_on_one_redis_share_entries_but_never_across_tenants(
     from rung.cache.semantic import SemanticCache
     from rung.config import CacheConfig
 
-    config = CacheConfig(store="redis", similarity_threshold=0.9, groups={"lab": ["ann", "bob"]})
+    config = CacheConfig(store="redis", similarity_threshold=0.9)
+    groups = {"ann": "lab", "bob": "lab"}
     replicas = [
-        SemanticCache(RedisStore(redis_server.url, 100, TTL, 1.0, 8), config, ["small"])
+        SemanticCache(
+            RedisStore(redis_server.url, 100, TTL, 1.0, 8), config, ["small"], groups=groups
+        )
         for _ in range(2)
     ]
     for replica in replicas:

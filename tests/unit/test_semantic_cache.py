@@ -42,9 +42,9 @@ class Decider:
         return self.vector, self.tier
 
 
-async def make(**config: Any) -> SemanticCache:
-    settings = CacheConfig(**{"similarity_threshold": 0.9, **config})
-    cache = SemanticCache(MemoryStore(100, 10**8, 3600), settings, TIERS)
+async def make(groups: dict[str, str] | None = None) -> SemanticCache:
+    settings = CacheConfig(similarity_threshold=0.9)
+    cache = SemanticCache(MemoryStore(100, 10**8, 3600), settings, TIERS, groups=groups)
     await cache.start()
     return cache
 
@@ -121,7 +121,7 @@ async def test_a_cheaper_answer_is_not_served_to_a_query_now_judged_harder() -> 
 
 
 async def test_scopes_and_tenants_never_mix_but_groups_share() -> None:
-    cache = await make(groups={"shared": ["acme", "initech"]})
+    cache = await make(groups={"acme": "shared", "initech": "shared"})
     await put(cache, "What is 2+2?", unit(1, 0, 0))
     v = Decider(unit(1, 0, 0))
     assert (await cache.lookup("globex", key("What is 2+2?"), "r1", v)).status == "miss"

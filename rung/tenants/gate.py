@@ -1,0 +1,310 @@
+"""The tenant gate of the pipeline: authenticate, admit (rate limits, budget state, downshift),
+reserve, settle, record usage. Stores are injected; every rule is in `policy` (pure).
+
+Redis faults follow `limits.on_store_failure`: `fail_closed` refuses metered requests with 503;
+`fail_open` serves them unmetered and keeps their costs (at most `fail_open_max_requests`) to
+add to the ledger when Redis is back. Unmetered tenants (no budget, no limit) never wait on the
+store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from rung.config import RungConfig
+from rung.errors import InsufficientQuota, RateLimited, ServiceUnavailable
+from rung.tenants.counters import Hold, Ledger, RateLimiter
+from rung.tenants.keys import KeyRing
+from rung.tenants.periods import periods, seconds_to_next_minute
+from rung.tenants.policy import (
+    TenantPolicy,
+    budget_share,
+    downshift,
+    prompt_token_bound,
+    request_cost,
+    resolve,
+    resolve_all,
+)
+from rung.tenants.redis_counters import CounterError
+from rung.tenants.usage import UsageLog, UsageRecord
+
+log = logging.getLogger("rung.tenants")
+DEFAULT_TENANT = "default"
+Price = tuple[float, float]
+"""(input, output) USD per million tokens."""
+
+
+@dataclass
+class Ticket:
+    """One request's passage through the gate."""
+
+    policy: TenantPolicy
+    """Effective policy (after downshift)."""
+    base: TenantPolicy
+    max_tokens: int
+    token_bound: int
+    minute: int
+    day: str
+    month: str
+    started: float
+    headers: dict[str, str] = field(default_factory=dict)
+    hold: Hold | None = None
+    unmetered: bool = False
+    """Admitted without the store (fail_open during an outage)."""
+    downshift: float = 0.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    tiers: list[str]
+    models: list[str]
+    tier: str
+    """The tier that answered (or the hit's)."""
+    price: Price | None
+    """The answering tier's price (None: nothing to charge, e.g. a cache hit)."""
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    cache: str | None
+    status: int
+    escalated: str | None = None
+
+
+class Gate:
+    def __init__(
+        self,
+        config: RungConfig,
+        ledger: Ledger,
+        limiter: RateLimiter,
+        usage: UsageLog,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.limiter = limiter
+        self.usage = usage
+        self.clock = clock
+        self.keys = KeyRing(config.tenants, config.auth.open_tenant)
+        self.policies = resolve_all(config)
+        # Without tenants in the config there is no authentication: one tenant, the defaults.
+        self.open = not config.tenants
+        self.default = resolve(config, DEFAULT_TENANT, config.defaults)
+        top = config.tiers[-1].price
+        self.top_price: Price = (top.input_per_mtok, top.output_per_mtok)
+        self._pending: deque[tuple[Hold, int]] = deque()
+        self._down_since: float | None = None
+        self.store_errors = 0
+        self._reconciler: asyncio.Task[None] | None = None
+
+    def groups(self) -> dict[str, str]:
+        return {t: p.cache_group for t, p in self.policies.items() if p.cache_group}
+
+    # -- authentication ----------------------------------------------------------------------
+
+    def authenticate(self, authorization: str | None) -> TenantPolicy:
+        if self.open:
+            return self.default
+        return self.policies[self.keys.tenant_for(authorization)]
+
+    # -- admission ---------------------------------------------------------------------------
+
+    def _metered(self, policy: TenantPolicy) -> bool:
+        return policy.metered or bool(policy.requests_per_minute or policy.tokens_per_minute)
+
+    async def admit(
+        self,
+        policy: TenantPolicy,
+        prompt_bytes: int,
+        messages: int,
+        requested_max_tokens: int | None,
+    ) -> Ticket:
+        now = self.clock()
+        day, month = periods(now, self.config.limits.timezone)
+        max_tokens = min(requested_max_tokens or policy.max_tokens, policy.max_tokens)
+        bound = prompt_token_bound(prompt_bytes, messages) + max_tokens
+        ticket = Ticket(policy, policy, max_tokens, bound, int(now // 60), day, month, now)
+        if not self._metered(policy):
+            return ticket
+        try:
+            await self._rate_limit(ticket)
+            if policy.metered:
+                spend = await self.ledger.spend(policy.tenant, day, month)
+                share = budget_share(policy, spend.day_used, spend.month_used)
+                ticket.policy, ticket.downshift = downshift(policy, share)
+                if ticket.downshift > 0:
+                    ticket.headers["x-rung-budget-downshift"] = f"{ticket.downshift:.2f}"
+        except CounterError as exc:
+            self._store_failed(exc)
+            ticket.unmetered = True
+        self._recovered_if_ok(ticket)
+        return ticket
+
+    async def _rate_limit(self, ticket: Ticket) -> None:
+        policy = ticket.policy
+        rpm, tpm = policy.requests_per_minute, policy.tokens_per_minute
+        if not (rpm or tpm):
+            return
+        admission = await self.limiter.admit(
+            policy.tenant, ticket.minute, rpm, tpm, ticket.token_bound
+        )
+        reset = seconds_to_next_minute(self.clock())
+        headers = ticket.headers
+        if rpm:
+            headers["x-ratelimit-limit-requests"] = str(rpm)
+            headers["x-ratelimit-remaining-requests"] = str(max(0, rpm - admission.requests))
+            headers["x-ratelimit-reset-requests"] = f"{reset:.0f}s"
+        if tpm:
+            headers["x-ratelimit-limit-tokens"] = str(tpm)
+            headers["x-ratelimit-remaining-tokens"] = str(max(0, tpm - admission.tokens))
+            headers["x-ratelimit-reset-tokens"] = f"{reset:.0f}s"
+        if not admission.allowed:
+            too_big = tpm is not None and ticket.token_bound > tpm
+            what = (
+                f"this request alone may use {ticket.token_bound} tokens, more than the "
+                f"{tpm} tokens per minute allowed (lower max_tokens)"
+                if too_big
+                else "Rate limit reached for requests or tokens per minute"
+            )
+            raise RateLimited(
+                f"{what} (tenant {policy.tenant}). Retry after {math.ceil(reset)}s.",
+                headers={**headers, "retry-after": str(math.ceil(reset))},
+            )
+
+    async def reserve(self, ticket: Ticket, prices: list[Price]) -> None:
+        """Reserve the costliest outcome of the tiers this request may reach."""
+        policy = ticket.policy
+        if not policy.metered or ticket.unmetered:
+            return
+        prompt = ticket.token_bound - ticket.max_tokens
+        amount = max(request_cost(prompt, ticket.max_tokens, i, o) for i, o in prices)
+        hold = Hold(policy.tenant, ticket.day, ticket.month, amount)
+        try:
+            fits = await self.ledger.reserve(hold, policy.daily_budget, policy.monthly_budget)
+        except CounterError as exc:
+            self._store_failed(exc)
+            ticket.unmetered = True
+            return
+        if not fits:
+            raise InsufficientQuota(
+                f"Tenant {policy.tenant} has reached its budget: this request may cost up to "
+                f"${amount / 1e6:.6f}, more than what is left. Try a smaller max_tokens, or "
+                "wait for the next day or month.",
+                headers=ticket.headers,
+            )
+        ticket.hold = hold
+
+    # -- settlement --------------------------------------------------------------------------
+
+    async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
+        """Charge the actual cost, release the rest of the reservation, record the usage."""
+        prompt = outcome.prompt_tokens
+        completion = outcome.completion_tokens
+        if outcome.price is None:
+            actual = 0
+        elif prompt is None or completion is None:
+            # No usage from the backend: charge what was reserved (never under-count).
+            actual = ticket.hold.amount if ticket.hold else 0
+        else:
+            actual = request_cost(prompt, completion, *outcome.price)
+        top = request_cost(prompt or 0, completion or 0, *self.top_price)
+        policy = ticket.base
+        if ticket.hold is not None:
+            try:
+                await self.ledger.settle(ticket.hold, actual)
+            except CounterError as exc:
+                self._store_failed(exc)
+                self._keep(ticket.hold, actual)
+        elif ticket.unmetered and policy.metered and actual:
+            self._keep(Hold(policy.tenant, ticket.day, ticket.month, 0), actual)
+        used = (prompt or 0) + (completion or 0)
+        if (policy.tokens_per_minute) and not ticket.unmetered:
+            with contextlib.suppress(CounterError):
+                await self.limiter.adjust(policy.tenant, ticket.minute, used - ticket.token_bound)
+        record = UsageRecord(
+            tenant=policy.tenant,
+            time=ticket.started,
+            tiers=outcome.tiers,
+            models=outcome.models,
+            prompt_tokens=prompt or 0,
+            completion_tokens=completion or 0,
+            cost=actual,
+            top_tier_cost=top,
+            cache=outcome.cache,
+            escalated=outcome.escalated,
+            latency_ms=round(1000 * (self.clock() - ticket.started), 1),
+            status=outcome.status,
+            tier=outcome.tier,
+            day=ticket.day,
+            month=ticket.month,
+        )
+        with contextlib.suppress(CounterError):
+            await self.usage.append(record)
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def _store_failed(self, exc: Exception) -> None:
+        self.store_errors += 1
+        if self._down_since is None:
+            self._down_since = self.clock()
+            log.warning(
+                "ledger/rate-limit store unavailable (%s); %s",
+                exc,
+                "serving and reconciling later"
+                if self.config.limits.on_store_failure == "fail_open"
+                else "refusing metered requests",
+            )
+        if self.config.limits.on_store_failure == "fail_closed":
+            raise ServiceUnavailable(
+                "the spend ledger is unavailable; metered requests are refused until it is back"
+            ) from None
+        if len(self._pending) >= self.config.limits.fail_open_max_requests:
+            raise ServiceUnavailable(
+                "the spend ledger has been unavailable too long; refusing until it is back"
+            ) from None
+
+    def _keep(self, hold: Hold, actual: int) -> None:
+        self._pending.append((replace(hold, amount=hold.amount), actual))
+
+    def _recovered_if_ok(self, ticket: Ticket) -> None:
+        if self._down_since is not None and not ticket.unmetered:
+            log.warning(
+                "ledger/rate-limit store is back after %.1fs", self.clock() - self._down_since
+            )
+            self._down_since = None
+
+    async def reconcile(self) -> int:
+        """Add the costs served during an outage to the ledger; returns how many remain."""
+        while self._pending:
+            hold, actual = self._pending[0]
+            try:
+                await self.ledger.settle(hold, actual)
+            except CounterError:
+                return len(self._pending)
+            self._pending.popleft()
+        return 0
+
+    async def reconcile_forever(self, interval_s: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._pending:
+                await self.reconcile()
+
+    async def aclose(self) -> None:
+        for store in (self.ledger, self.limiter, self.usage):
+            with contextlib.suppress(Exception):
+                await store.aclose()
+
+    def health(self) -> dict[str, object]:
+        return {
+            "store": self.config.limits.store,
+            "available": self._down_since is None,
+            "mode": self.config.limits.on_store_failure,
+            "errors": self.store_errors,
+            "pending_settlements": len(self._pending),
+        }
