@@ -200,6 +200,70 @@ def _label(args: argparse.Namespace) -> int:
     return 1 if summary.failed and not summary.labelled else 0
 
 
+def _keys_new(args: argparse.Namespace) -> int:
+    from rung.tenants.keys import hash_key, new_key
+
+    key = new_key()
+    print(f"API key (give it to the tenant; rung keeps only its hash): {key}")
+    print("Paste under the tenant in the admin config:")
+    print(f"    keys: [{hash_key(key)}]")
+    if args.tenant:
+        print(f"  (tenant: {args.tenant})")
+    return 0
+
+
+def _usage(args: argparse.Namespace) -> int:
+    import csv
+    import datetime as dt
+    import json
+    import os
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    since = dt.datetime.fromisoformat(args.since)
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    key = os.environ.get(args.admin_key_env, "")
+    query = urllib.parse.urlencode({"tenant": args.tenant, "since": since.timestamp()})
+    request = urllib.request.Request(
+        f"{args.url.rstrip('/')}/admin/usage/records?{query}",
+        headers={"authorization": f"Bearer {key}"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            records = json.loads(response.read())["records"]
+    except urllib.error.HTTPError as exc:
+        print(
+            f"error: HTTP {exc.code}: {exc.read()[:300].decode(errors='replace')}", file=sys.stderr
+        )
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"error: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(records, indent=2))
+        return 0
+    fields = [
+        "time", "tenant", "tier", "tiers", "models", "prompt_tokens", "completion_tokens",
+        "cost_usd", "top_tier_cost_usd", "cache", "escalated", "latency_ms", "status",
+    ]  # fmt: skip
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for row in records:
+        writer.writerow(
+            {
+                **row,
+                "time": dt.datetime.fromtimestamp(row["time"], dt.UTC).isoformat(),
+                "tiers": " ".join(row["tiers"]),
+                "models": " ".join(row["models"]),
+                "cost_usd": row["cost"] / 1e6,
+                "top_tier_cost_usd": row["top_tier_cost"] / 1e6,
+            }
+        )
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from rung.demo import run_demo
 
@@ -310,6 +374,22 @@ def build_parser() -> argparse.ArgumentParser:
         "outcomes then carry no confidence signals",
     )
     lab.set_defaults(run=_label)
+
+    keys = sub.add_parser("keys", help="tenant API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="print a fresh key and the hash line for the config")
+    new.add_argument("--tenant", help="only echoed, as a reminder")
+    new.set_defaults(run=_keys_new)
+
+    usage = sub.add_parser("usage", help="export a tenant's usage records (admin API)")
+    usage.add_argument("--tenant", required=True)
+    usage.add_argument("--since", required=True, help="ISO date or time, e.g. 2026-11-01")
+    usage.add_argument("--format", choices=["csv", "json"], default="csv")
+    usage.add_argument("--url", default="http://127.0.0.1:8080", help="the gateway")
+    usage.add_argument(
+        "--admin-key-env", default="RUNG_ADMIN_KEY", help="variable holding the admin key"
+    )
+    usage.set_defaults(run=_usage)
 
     demo = sub.add_parser("demo", help="the gateway in front of two fake model servers")
     demo.add_argument("--host", default="127.0.0.1")

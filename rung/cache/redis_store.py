@@ -66,7 +66,7 @@ class RedisStore:
             url,
             socket_timeout=max(timeout_s, 0.5),
             socket_connect_timeout=max(timeout_s, 0.5),
-            retry=Retry(NoBackoff(), 0),  # the cache retries by itself, later, not in-request
+            retry=Retry(NoBackoff(), 1),  # once, at once: a connection gone stale after a restart
         )
 
     async def _guard(self, call: Awaitable[Any]) -> Any:

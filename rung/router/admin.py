@@ -1,12 +1,13 @@
 """The admin API (`/admin/...`): only with the configured admin key, never a tenant's.
 
-Cache: per-tenant stats and purge. Tenant usage, the effective config and reload join it with
-the tenants issue.
+Cache stats and purge; tenant usage and savings (today, this month, by tier) and usage
+records; the effective config with secrets redacted; reload.
 """
 
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -16,6 +17,10 @@ from rung.cache.store import StoreError
 from rung.errors import Forbidden, InvalidRequest, ServiceUnavailable, Unauthorized
 from rung.router.errors import json_response
 from rung.router.pipeline import Pipeline
+from rung.tenants.gate import Gate
+from rung.tenants.periods import periods
+from rung.tenants.redis_counters import CounterError
+from rung.tenants.usage import summarize
 
 admin = APIRouter(prefix="/admin")
 
@@ -40,7 +45,7 @@ def _cache(pipeline: Pipeline) -> SemanticCache:
 
 
 def _tenant(request: Request) -> str:
-    tenant = request.query_params.get("tenant", "default")
+    tenant = request.query_params.get("tenant", "default")  # no tenants: all is `default`
     if not tenant or len(tenant) > 200:
         raise InvalidRequest("tenant must be a non-empty name", param="tenant")
     return tenant
@@ -64,3 +69,58 @@ async def cache_purge(request: Request) -> Response:
     except (TimeoutError, StoreError) as exc:
         raise ServiceUnavailable(f"the cache store is unavailable: {exc}") from None
     return json_response({"tenant": tenant, "purged": removed}, 200)
+
+
+def _gate(request: Request) -> Gate:
+    gate: Gate = request.app.state.gate
+    return gate
+
+
+@admin.get("/usage")
+async def usage_summary(request: Request) -> Response:
+    """A tenant's requests, cost and savings (vs its top tier) for today and this month."""
+    _authorise(request)
+    gate = _gate(request)
+    tenant = _tenant(request)
+    day, month = periods(gate.clock(), gate.config.limits.timezone)
+    try:
+        body: dict[str, Any] = {"tenant": tenant}
+        for name, period in (("today", day), ("month", month)):
+            body[name] = {"period": period, **summarize(await gate.usage.sums(tenant, period))}
+        policy = gate.policies.get(tenant)
+        if policy is not None and policy.metered:
+            spend = await gate.ledger.spend(tenant, day, month)
+            body["budget"] = {
+                "daily_usd": None if policy.daily_budget is None else policy.daily_budget / 1e6,
+                "monthly_usd": (
+                    None if policy.monthly_budget is None else policy.monthly_budget / 1e6
+                ),
+                "spent_today_usd": spend.day_spent / 1e6,
+                "spent_month_usd": spend.month_spent / 1e6,
+                "reserved_usd": spend.day_reserved / 1e6,
+            }
+    except CounterError as exc:
+        raise ServiceUnavailable(f"the usage store is unavailable: {exc}") from None
+    return json_response(body, 200)
+
+
+@admin.get("/usage/records")
+async def usage_records(request: Request) -> Response:
+    _authorise(request)
+    gate = _gate(request)
+    try:
+        since = float(request.query_params.get("since", "0"))
+    except ValueError:
+        raise InvalidRequest("since must be a UNIX time", param="since") from None
+    try:
+        records = await gate.usage.records(_tenant(request), since)
+    except CounterError as exc:
+        raise ServiceUnavailable(f"the usage store is unavailable: {exc}") from None
+    return json_response({"records": records}, 200)
+
+
+@admin.get("/config")
+async def effective_config(request: Request) -> Response:
+    """The config being served, secrets redacted (SecretStr dumps as '**********')."""
+    pipeline = _authorise(request)
+    return json_response(pipeline.config.model_dump(mode="json"), 200)

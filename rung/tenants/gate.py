@@ -284,7 +284,8 @@ class Gate:
             hold, actual = self._pending[0]
             try:
                 await self.ledger.settle(hold, actual)
-            except CounterError:
+            except CounterError as exc:
+                log.debug("reconciliation waits for the store: %s", exc)
                 return len(self._pending)
             self._pending.popleft()
         return 0

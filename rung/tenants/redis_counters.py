@@ -37,7 +37,7 @@ return 1
 
 SETTLE = """
 for i = 1, 2 do
-  redis.call('HINCRBY', KEYS[i], 'reserved', -tonumber(ARGV[1]))
+  redis.call('HINCRBY', KEYS[i], 'reserved', 0 - tonumber(ARGV[1]))  -- never "-0"
   redis.call('HINCRBY', KEYS[i], 'spent', tonumber(ARGV[2]))
   redis.call('EXPIRE', KEYS[i], ARGV[2 + i])
 end
@@ -69,7 +69,7 @@ def client(url: str, timeout_s: float) -> aioredis.Redis:
         url,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1),  # once, at once: a connection gone stale after a restart
     )
 
 

@@ -58,7 +58,7 @@ def make_config(tiers: list[dict[str, Any]], **sections: Any) -> RungConfig:
         "tiers": tiers,
     }
     for key, value in sections.items():
-        data[key] = {**data.get(key, {}), **value}
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     return parse_config(data, "<test>")
 
 

@@ -1,0 +1,97 @@
+"""One contract, two stores: ledger, rate limiter and usage log in memory and in a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from rung.config import LimitsConfig
+from rung.tenants.counters import Hold
+from rung.tenants.stores import build_stores
+from rung.tenants.usage import UsageRecord, summarize
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def stores(request: pytest.FixtureRequest, redis_server: RedisServer) -> AsyncIterator[Any]:
+    limits = LimitsConfig(store=request.param, redis_url=redis_server.url)
+    built = build_stores(limits)
+    yield built
+    for store in built:
+        await store.aclose()
+
+
+async def test_reservations_never_exceed_a_budget_and_settle_exactly(stores: Any) -> None:
+    ledger, _, _ = stores
+    hold = Hold("acme", "2026-11-29", "2026-11", 40)
+    results = await asyncio.gather(*(ledger.reserve(hold, 100, 1000) for _ in range(5)))
+    assert sorted(results) == [False, False, False, True, True]  # 2 x 40 fit in 100
+    spend = await ledger.spend("acme", "2026-11-29", "2026-11")
+    assert (spend.day_spent, spend.day_reserved, spend.month_reserved) == (0, 80, 80)
+    await ledger.settle(hold, 25)
+    await ledger.settle(hold, 0)  # a failed call releases all of its reservation
+    spend = await ledger.spend("acme", "2026-11-29", "2026-11")
+    assert (spend.day_spent, spend.day_reserved, spend.month_spent) == (25, 0, 25)
+    assert await ledger.reserve(hold, 100, 1000)  # 25 + 40 <= 100
+    assert not await ledger.reserve(Hold("acme", "2026-11-29", "2026-11", 40), 100, 64)  # month
+    # An unmetered outage's cost is settled against a zero reservation.
+    await ledger.settle(Hold("acme", "2026-11-30", "2026-11", 0), 7)
+    spend = await ledger.spend("acme", "2026-11-30", "2026-11")
+    assert (spend.day_spent, spend.day_reserved, spend.month_spent) == (7, 0, 32)
+    other = await ledger.spend("globex", "2026-11-29", "2026-11")
+    assert other.day_used == 0
+
+
+async def test_rate_windows_count_requests_and_tokens(stores: Any) -> None:
+    _, limiter, _ = stores
+    got = [await limiter.admit("acme", 100, 2, 1000, 300) for _ in range(3)]
+    assert [(a.allowed, a.requests, a.tokens) for a in got] == [
+        (True, 1, 300),
+        (True, 2, 600),
+        (False, 2, 600),
+    ]
+    await limiter.adjust("acme", 100, -250)
+    assert (await limiter.admit("acme", 100, None, 1000, 600)).allowed  # 350 + 600 <= 1000
+    assert not (await limiter.admit("acme", 100, None, 1000, 100)).allowed
+    fresh = await limiter.admit("acme", 101, 2, 1000, 300)  # the next minute
+    assert (fresh.allowed, fresh.requests) == (True, 1)
+
+
+async def test_usage_records_and_sums(stores: Any) -> None:
+    _, _, usage = stores
+
+    def record(t: float, tier: str, cost: int, cache: str | None = None) -> UsageRecord:
+        return UsageRecord(
+            "acme",
+            t,
+            [tier],
+            ["m"],
+            10,
+            5,
+            cost,
+            100,
+            cache,
+            None,
+            12.0,
+            200,
+            tier=tier,
+            day="2026-11-29",
+            month="2026-11",
+        )
+
+    for r in (record(1.0, "small", 20), record(2.0, "large", 60), record(3.0, "small", 0, "hit")):
+        await usage.append(r)
+    rows = await usage.records("acme", 2.0)
+    assert [(r["time"], r["tier"]) for r in rows] == [(2.0, "large"), (3.0, "small")]
+    assert await usage.records("globex", 0) == []
+    summary = summarize(await usage.sums("acme", "2026-11"))
+    assert summary["requests"] == 3
+    assert summary["cost_usd"] == pytest.approx(80 / 1e6)
+    assert summary["saved_usd"] == pytest.approx(220 / 1e6)
+    assert summary["by_tier"]["small"]["requests"] == 2
+    assert summary["by_tier"]["small"]["cache_hits"] == 1
