@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,12 +20,12 @@ def loop_thread() -> Iterator[LoopThread]:
 
 
 @pytest.fixture
-def gateway(loop_thread: LoopThread) -> Iterator[Callable[[RungConfig], Gateway]]:
+def gateway(loop_thread: LoopThread) -> Iterator[Callable[..., Gateway]]:
     """Factory: serve rung for a config on a free loopback port; stopped after the test."""
     started: list[Gateway] = []
 
-    def start(config: RungConfig) -> Gateway:
-        gw = Gateway(loop_thread, config)
+    def start(config: RungConfig, source: Path | None = None) -> Gateway:
+        gw = Gateway(loop_thread, config, source)
         started.append(gw)
         return gw
 

@@ -88,6 +88,10 @@ class SemanticCache:
         self._watcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
 
+    def set_groups(self, groups: Mapping[str, str]) -> None:
+        """New sharing groups after a config reload (entries stay where they are)."""
+        self._groups = dict(groups)
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:

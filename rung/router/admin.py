@@ -26,7 +26,7 @@ admin = APIRouter(prefix="/admin")
 
 
 def _authorise(request: Request) -> Pipeline:
-    pipeline: Pipeline = request.app.state.pipeline
+    pipeline: Pipeline = request.app.state.runtime.pipeline
     key = pipeline.config.server.admin_key
     if key is None:
         raise Forbidden("the admin API is off: set server.admin_key in the config")
@@ -72,7 +72,7 @@ async def cache_purge(request: Request) -> Response:
 
 
 def _gate(request: Request) -> Gate:
-    gate: Gate = request.app.state.gate
+    gate: Gate = request.app.state.runtime.gate
     return gate
 
 
@@ -124,3 +124,15 @@ async def effective_config(request: Request) -> Response:
     """The config being served, secrets redacted (SecretStr dumps as '**********')."""
     pipeline = _authorise(request)
     return json_response(pipeline.config.model_dump(mode="json"), 200)
+
+
+@admin.post("/reload")
+async def reload(request: Request) -> Response:
+    """Re-read the config file; 200 when the new config serves, 400 with its errors when it was
+    refused (the old config keeps serving)."""
+    _authorise(request)
+    reloader = getattr(request.app.state, "reloader", None)
+    if reloader is None:
+        raise InvalidRequest("this gateway was not started from a config file: nothing to reload")
+    result = await reloader.reload()
+    return json_response(result, 200 if result["reloaded"] else 400)

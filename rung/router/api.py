@@ -22,6 +22,7 @@ from rung.errors import InvalidRequest, PayloadTooLarge, RungError
 from rung.router.decide import Query
 from rung.router.errors import json_response, status_of
 from rung.router.pipeline import Pipeline, Plan, Served
+from rung.router.runtime import Runtime
 from rung.router.schemas import (
     ChatRequest,
     CompletionRequest,
@@ -30,7 +31,7 @@ from rung.router.schemas import (
     routing_text,
     validate,
 )
-from rung.tenants.gate import Gate, Outcome
+from rung.tenants.gate import Outcome
 
 log = logging.getLogger("rung.router")
 OnDone = Callable[[dict[str, Any] | None], Awaitable[None]]
@@ -68,8 +69,32 @@ async def completions(request: Request) -> Response:
 async def _serve(
     request: Request, kind: type[ChatRequest | CompletionRequest], path: str
 ) -> Response:
-    pipeline: Pipeline = request.app.state.pipeline
-    gate: Gate = request.app.state.gate
+    """Hold the current runtime (config) from the first byte to the last: a reload meanwhile
+    does not touch this request."""
+    runtime: Runtime = request.app.state.runtime
+    runtime.acquire()
+    held = [True]
+
+    def release() -> None:
+        if held[0]:
+            held[0] = False
+            runtime.release()
+
+    try:
+        return await _handle(request, kind, path, runtime, release)
+    except BaseException:
+        release()
+        raise
+
+
+async def _handle(
+    request: Request,
+    kind: type[ChatRequest | CompletionRequest],
+    path: str,
+    runtime: Runtime,
+    release: Callable[[], None],
+) -> Response:
+    pipeline, gate = runtime.pipeline, runtime.gate
     config = pipeline.config
     policy = gate.authenticate(request.headers.get("authorization"))
     payload = await read_json(request, config.server.max_body_bytes)
@@ -97,6 +122,7 @@ async def _serve(
         outcome = Outcome([], [], entry.tier, None, 0, 0, plan.cache.status, 200)
         await gate.settle(ticket, outcome)
         response.headers.update(ticket.headers)
+        release()
         return response
     prices = [_price(config, t) for t in plan.order]
     await gate.reserve(ticket, prices)
@@ -114,10 +140,14 @@ async def _serve(
     if parsed.stream:
 
         async def done(answer: dict[str, Any] | None) -> None:
-            usage = (answer or {}).get("usage") or {}
-            await gate.settle(ticket, _outcome(config, served, usage, 200 if answer else 502))
-            if answer is not None and plan.key is not None:
-                await pipeline.remember(plan, payload, answer, served)
+            try:
+                usage = (answer or {}).get("usage") or {}
+                status = 200 if answer else 502
+                await gate.settle(ticket, _outcome(config, served, usage, status))
+                if answer is not None and plan.key is not None:
+                    await pipeline.remember(plan, payload, answer, served)
+            finally:
+                release()
 
         return _StreamResponse(stream, headers, done)
     response = json_response(body, 200, headers)
@@ -125,9 +155,12 @@ async def _serve(
     outcome = _outcome(config, served, reported if isinstance(reported, dict) else {}, 200)
 
     async def after() -> None:  # after the answer has gone out: no added latency
-        await gate.settle(ticket, outcome)
-        if plan.key is not None:
-            await pipeline.remember(plan, payload, body, served)
+        try:
+            await gate.settle(ticket, outcome)
+            if plan.key is not None:
+                await pipeline.remember(plan, payload, body, served)
+        finally:
+            release()
 
     response.background = BackgroundTask(after)
     return response
@@ -248,7 +281,7 @@ async def _sse(stream: OpenStream, done: OnDone | None = None) -> AsyncIterator[
 
 @router.get("/v1/models")
 async def models(request: Request) -> Response:
-    config: RungConfig = request.app.state.pipeline.config
+    config: RungConfig = request.app.state.runtime.config
     created = request.app.state.started
     data = [{"id": "rung", "object": "model", "created": created, "owned_by": "rung"}]
     data += [
@@ -271,7 +304,8 @@ async def healthz() -> Response:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
-    pipeline: Pipeline = request.app.state.pipeline
+    runtime: Runtime = request.app.state.runtime
+    pipeline = runtime.pipeline
     ready = any(pool.ready() for pool in pipeline.pools)
     body: dict[str, Any] = {
         "status": "ready" if ready else "unavailable",
@@ -280,7 +314,7 @@ async def readyz(request: Request) -> Response:
     }
     if pipeline.cache is not None:  # informational: a cache outage never makes rung unready
         body["cache"] = pipeline.cache.health()
-    gate: Gate = request.app.state.gate
+    gate = runtime.gate
     body["limits"] = gate.health()
     if not gate.health()["available"] and gate.config.limits.on_store_failure == "fail_closed":
         body["status"] = "degraded"  # metered tenants are refused until the store is back

@@ -43,7 +43,7 @@ def serve(config: RungConfig, workers: int = 1, config_path: Path | None = None)
         os.environ["RUNG_CONFIG"] = str(config_path.resolve())
         app = "rung.router.app:app_from_env"
     else:
-        app = create_app(config)
+        app = create_app(config, config_path)
     uvicorn.run(
         app,
         factory=workers > 1,

@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import openai
@@ -65,12 +66,12 @@ def make_config(tiers: list[dict[str, Any]], **sections: Any) -> RungConfig:
 class Gateway:
     """rung served by uvicorn on a free loopback port."""
 
-    def __init__(self, loop: LoopThread, config: RungConfig) -> None:
+    def __init__(self, loop: LoopThread, config: RungConfig, source: Path | None = None) -> None:
         self.loop = loop
         self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(config)
+        self.app = create_app(config, source)
         uv_config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
         )

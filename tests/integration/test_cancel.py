@@ -21,6 +21,6 @@ def test_client_disconnect_mid_stream_cancels_the_backend_stream(fake, gateway):
     # 200 tokens at 50 ms would take 10 s; the backend must see the disconnect long before.
     wait_until(lambda: backend.stats.streams_aborted == 1, timeout=3, what="backend abort")
     assert backend.stats.streams_finished == 0
-    pool = gw.app.state.pipeline.pools[0]
+    pool = gw.app.state.runtime.pools[0]
     wait_until(lambda: pool.replicas[0].outstanding == 0, timeout=3, what="slot released")
     assert pool.replicas[0].breaker.failures == 0  # a client leaving is not a backend failure

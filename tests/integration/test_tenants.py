@@ -230,7 +230,7 @@ def test_downshift_makes_routing_cheaper_then_the_budget_refuses(fake, gateway):
 def test_rate_limits_at_the_edge_of_the_window(fake, gateway):
     small, large = fake("small"), fake("large")
     gw = gateway(tenants_config(small, large, {"requests_per_minute": 3}))
-    gate = gw.app.state.gate
+    gate = gw.app.state.runtime.gate
     now = [60_000.0 + 57.5]  # 2.5 s before a minute boundary
     gate.clock = lambda: now[0]
     codes = [post(gw, body()) for _ in range(4)]
@@ -287,7 +287,7 @@ def test_redis_down_follows_the_configured_mode(fake, gateway, redis_server, mod
     assert ready["limits"]["pending_settlements"] == 1
     RedisServer(redis_server.binary, redis_server.port).start()  # back, empty
     redis_server.process = None
-    gate = gw.app.state.gate
+    gate = gw.app.state.runtime.gate
     assert gw.loop.run(gate.reconcile()) == 0  # the outage's cost reaches the ledger
     usage = admin(gw, "usage")
     cost = during.json()["usage"]

@@ -1,0 +1,285 @@
+"""Everything the gateway serves with, built from one config, and rebuilt on reload.
+
+A `Runtime` holds the tier pools, the routing chooser and embedder, the cache and the tenant
+gate for one config. Requests take the runtime current when they start and finish on it; a
+reload builds a new one (reusing what did not change: pools, the embedder, the cache, the
+ledger stores, so budgets and breakers carry over), swaps it in, and closes what the old one
+alone held once its last request is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+from rung.backends import TierPool, probe_forever
+from rung.cache.semantic import SemanticCache
+from rung.cache.stores import STORES
+from rung.classifiers.batcher import MicroBatcher
+from rung.classifiers.embedder import open_embedder
+from rung.classifiers.model import load, resolve
+from rung.config import RungConfig, load_config
+from rung.errors import ConfigError
+from rung.router.decide import ClassifierChooser, LengthChooser, TierChooser
+from rung.router.pipeline import Pipeline
+from rung.tenants.gate import Gate
+from rung.tenants.stores import build_stores
+from rung.weights.fetch import default_models_dir
+
+log = logging.getLogger("rung.router")
+WATCH_INTERVAL_S = 2.0
+
+
+def needs_embedder(config: RungConfig) -> bool:
+    cache = config.cache
+    return config.routing.policy == "classifier" or (cache.enabled and cache.semantic)
+
+
+@dataclass
+class Routing:
+    chooser: TierChooser
+    batcher: MicroBatcher | None = None
+    """The shared, micro-batched embedder (None when neither the classifier nor the semantic
+    cache needs one)."""
+    dimension: int | None = None
+    identity: dict[str, str] = field(default_factory=dict)
+
+
+def _embedder_settings(config: RungConfig) -> tuple[Any, ...]:
+    r = config.routing
+    return (r.embedder, r.embed_batch_max, r.embed_batch_wait_ms, r.embed_threads)
+
+
+def build_routing(config: RungConfig, reuse: Routing | None = None) -> Routing:
+    """The routing policy's chooser and the shared embedder (reused from `reuse` when given).
+    Blocking: loads files, may fetch the embedder's model file on first use."""
+    routing = config.routing
+    names = tuple(t.name for t in config.tiers)
+    if not needs_embedder(config):
+        return Routing(LengthChooser(tuple(routing.length_thresholds), len(names), names))
+    if reuse is not None and reuse.batcher is not None:
+        batcher, dimension, identity = reuse.batcher, reuse.dimension, reuse.identity
+    else:
+        embedder, identity = open_embedder(
+            routing.embedder, default_models_dir(), threads=routing.embed_threads
+        )
+        dimension = int(embedder.embed(["dimension probe"]).shape[1])
+        batcher = MicroBatcher(
+            embedder, routing.embed_batch_max, routing.embed_batch_wait_ms / 1000
+        )
+    if routing.policy == "length":
+        chooser: TierChooser = LengthChooser(tuple(routing.length_thresholds), len(names), names)
+        return Routing(chooser, batcher, dimension, identity)
+    model = load(resolve(routing.classifier), identity)
+    chooser = ClassifierChooser(model, batcher, config.tiers, routing.quality_target)
+    log.info(
+        "routing with classifier %s (tiers %s) on embedder %s, quality target %g",
+        routing.classifier,
+        ", ".join(model.tier_names),
+        identity["name"],
+        routing.quality_target,
+    )
+    return Routing(chooser, batcher, dimension, identity)
+
+
+def build_cache(
+    config: RungConfig, dimension: int | None, groups: dict[str, str]
+) -> SemanticCache | None:
+    cache = config.cache
+    if not cache.enabled:
+        return None
+    store = STORES[cache.store](cache, dimension)
+    return SemanticCache(store, cache, [t.name for t in config.tiers], groups=groups)
+
+
+@dataclass
+class Runtime:
+    config: RungConfig
+    pools: list[TierPool]
+    routing: Routing
+    cache: SemanticCache | None
+    gate: Gate
+    pipeline: Pipeline
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    active: int = 0
+    retired: bool = False
+    _owned: set[str] = field(default_factory=set)
+    """What this runtime alone holds and must close: pools, embedder, cache, stores."""
+    _drained: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    async def build(cls, config: RungConfig, old: Runtime | None = None) -> Runtime:
+        fresh: set[str] = set()  # built here
+        reused: set[str] = set()  # taken over from `old`
+        if old is not None and (old.config.tiers, old.config.health) == (
+            config.tiers,
+            config.health,
+        ):
+            pools = old.pools
+            reused.add("pools")
+        else:
+            pools = [TierPool(tier, config.health) for tier in config.tiers]
+            for pool in pools:
+                await pool.start()
+            await asyncio.gather(*(pool.probe() for pool in pools))
+            fresh.add("pools")
+        reuse = None
+        if old is not None and _embedder_settings(old.config) == _embedder_settings(config):
+            reuse = old.routing
+        routing = await asyncio.to_thread(build_routing, config, reuse)
+        if routing.batcher is not None:
+            reused_batcher = reuse is not None and reuse.batcher is routing.batcher
+            (reused if reused_batcher else fresh).add("embedder")
+        if old is not None and old.config.limits == config.limits:
+            stores = (old.gate.ledger, old.gate.limiter, old.gate.usage)
+            reused.add("stores")
+        else:
+            stores = build_stores(config.limits)
+            fresh.add("stores")
+        gate = Gate(config, *stores)
+        cache = None
+        if old is not None and old.cache is not None and old.config.cache == config.cache:
+            cache = old.cache
+            cache.set_groups(gate.groups())
+            reused.add("cache")
+        else:
+            cache = build_cache(config, routing.dimension, gate.groups())
+            if cache is not None:
+                await cache.start()
+                fresh.add("cache")
+        embed = routing.batcher.embed if routing.batcher is not None else None
+        pipeline = Pipeline(config, pools, routing.chooser, cache, embed)
+        owned = set(fresh)
+        if old is not None:  # what is taken over is closed by whoever holds it last
+            owned |= reused & old._owned
+            old._owned -= reused
+        runtime = cls(config, pools, routing, cache, gate, pipeline, _owned=owned)
+        runtime.tasks = [
+            asyncio.create_task(probe_forever(pools, config.health.interval_s)),
+            asyncio.create_task(gate.reconcile_forever()),
+        ]
+        return runtime
+
+    def acquire(self) -> None:
+        self.active += 1
+
+    def release(self) -> None:
+        self.active -= 1
+        if self.retired and self.active == 0:
+            self._drained.set()
+
+    async def retire(self) -> None:
+        """Stop this runtime once its requests are done (it has been replaced)."""
+        self.retired = True
+        if self.active == 0:
+            self._drained.set()
+        await self._drained.wait()
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.gate.reconcile()
+        if "stores" in self._owned:
+            await self.gate.aclose()
+        if "pools" in self._owned:
+            for pool in self.pools:
+                await pool.aclose()
+        if "cache" in self._owned and self.cache is not None:
+            await self.cache.aclose()
+        if "embedder" in self._owned and self.routing.batcher is not None:
+            self.routing.batcher.close()
+
+
+class Reloader:
+    """Reloads the config file on POST /admin/reload, SIGHUP, or when the file changes. The new
+    file is validated completely first; an invalid one is refused (its errors logged and
+    returned) and the old config keeps serving."""
+
+    def __init__(self, app: FastAPI, source: Path) -> None:
+        self.app = app
+        self.source = source
+        self.lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._mtime = self._stat()
+        app.state.reloader = self
+
+    def _stat(self) -> float:
+        try:
+            return self.source.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._watch()))
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self) -> None:
+        log.info("SIGHUP: reloading %s", self.source)
+        self._spawn(self.reload)
+
+    def _spawn(self, job: Callable[[], Any]) -> None:
+        task = asyncio.create_task(job())
+        self._tasks.append(task)
+
+        def forget(done: asyncio.Task[Any]) -> None:
+            if done in self._tasks:
+                self._tasks.remove(done)
+
+        task.add_done_callback(forget)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            mtime = self._stat()
+            if mtime != self._mtime:
+                self._mtime = mtime
+                log.info("%s changed: reloading", self.source)
+                await self.reload()
+
+    async def reload(self) -> dict[str, Any]:
+        """Returns {"reloaded": true} or {"reloaded": false, "errors": [...]}."""
+        async with self.lock:
+            self._mtime = self._stat()
+            old: Runtime = self.app.state.runtime
+            try:
+                config = load_config(self.source)
+                # The listening address cannot change under a running server.
+                server = config.server.model_copy(
+                    update={"host": old.config.server.host, "port": old.config.server.port}
+                )
+                config = config.model_copy(update={"server": server})
+                from rung.router.app import check_routing
+
+                check_routing(config)
+                new = await Runtime.build(config, old)
+            except ConfigError as exc:
+                log.warning("reload refused, still serving the old config: %s", exc.message)
+                return {"reloaded": False, "errors": exc.errors}
+            except Exception as exc:  # e.g. a classifier file that does not load
+                log.warning("reload failed, still serving the old config: %s", exc)
+                return {"reloaded": False, "errors": [f"{type(exc).__name__}: {exc}"]}
+            self.app.state.runtime = new
+            self._spawn(old.retire)
+            log.info("reloaded %s", self.source)
+            return {"reloaded": True}
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
