@@ -57,8 +57,17 @@ def test_gpu_profile_serves_every_production_tier(compose):
     gpu = services(compose, "gpu")
     rung = gpu["rung"]
     config_path = host_path(rung, flag(rung["command"], "--config"))
-    config = load_config(config_path, env={})
+    keys = {
+        "RUNG_PRODUCT_KEY_SHA256": "sha256:" + "a" * 64,
+        "RUNG_INTERNAL_KEY_SHA256": "sha256:" + "b" * 64,
+    }
+    config = load_config(config_path, env=keys)
     assert config_path.name == "production.yaml"
+    # Production authenticates every request: tenants with keys, no open tenant.
+    assert config.tenants
+    assert all(t.keys for t in config.tenants)
+    assert config.auth.open_tenant is None
+    assert config.limits.store == "redis"
     assert [t.name for t in config.tiers] == ["tiny", "small", "medium", "large"]
     for tier in config.tiers:
         for backend in tier.backends:
