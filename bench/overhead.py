@@ -36,9 +36,17 @@ BODY = {
 }
 
 
-async def one(session: aiohttp.ClientSession, url: str, body: bytes, stream: bool) -> float:
+TENANT_KEY = "bench-tenant-key-0123456789"
+
+
+async def one(
+    session: aiohttp.ClientSession, url: str, body: bytes, stream: bool, key: str | None = None
+) -> float:
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["authorization"] = f"Bearer {key}"
     started = time.perf_counter()
-    async with session.post(url, data=body, headers={"content-type": "application/json"}) as r:
+    async with session.post(url, data=body, headers=headers) as r:
         if r.status != 200:
             raise RuntimeError(f"{url}: HTTP {r.status}: {await r.text()}")
         if stream:
@@ -49,18 +57,20 @@ async def one(session: aiohttp.ClientSession, url: str, body: bytes, stream: boo
     return time.perf_counter() - started
 
 
-async def load(url: str, model: str, stream: bool, concurrency: int, n: int) -> dict[str, float]:
+async def load(
+    url: str, model: str, stream: bool, concurrency: int, n: int, key: str | None = None
+) -> dict[str, float]:
     body = json.dumps({**BODY, "model": model, "stream": stream}).encode()
     latencies: list[float] = []
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         for _ in range(min(50, n)):  # warm connections and caches
-            await one(session, url, body, stream)
+            await one(session, url, body, stream, key)
         queue = iter(range(n))
 
         async def worker() -> None:
             for _ in queue:
-                latencies.append(await one(session, url, body, stream))
+                latencies.append(await one(session, url, body, stream, key))
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -81,15 +91,19 @@ SCENARIOS = ("json_c1", "json_c64", "stream_c1", "stream_c64")
 
 
 async def measure(
-    direct: str, via: str, requests: int, rounds: int, only: list[str]
+    direct: str, via: str, requests: int, rounds: int, only: list[str], tenants: str | None
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for name in only:
         stream, concurrency = name.startswith("stream"), int(name.rsplit("_c", 1)[1])
-        runs: dict[str, list[dict[str, float]]] = {"direct": [], "rung": []}
-        for _ in range(rounds):  # alternate so both see the same machine noise
+        runs: dict[str, list[dict[str, float]]] = {"direct": [], "rung": [], "tenants": []}
+        for _ in range(rounds):  # alternate so all see the same machine noise
             runs["direct"].append(await load(direct, "fake-model", stream, concurrency, requests))
             runs["rung"].append(await load(via, "rung", stream, concurrency, requests))
+            if tenants is not None:
+                runs["tenants"].append(
+                    await load(tenants, "rung", stream, concurrency, requests, TENANT_KEY)
+                )
         d, r = median_of(runs["direct"]), median_of(runs["rung"])
         results[name] = {
             "direct": d,
@@ -98,6 +112,11 @@ async def measure(
             "added_p99_ms": round(r["p99_ms"] - d["p99_ms"], 3),
             "rps_ratio": round(r["rps"] / d["rps"], 3),
         }
+        if tenants is not None:
+            t = median_of(runs["tenants"])
+            results[name]["with_tenants"] = t
+            results[name]["tenants_add_p50_ms"] = round(t["p50_ms"] - r["p50_ms"], 3)
+            results[name]["tenants_add_p99_ms"] = round(t["p99_ms"] - r["p99_ms"], 3)
         print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
     return results
 
@@ -110,36 +129,55 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument(
+        "--tenants",
+        action="store_true",
+        help="also a gateway with a tenant (key auth + memory ledger with a budget + rate limits)",
+    )
     args = parser.parse_args()
 
     backend_port, rung_port = free_port(), free_port()
     procs: list[subprocess.Popen[bytes]] = []
+    tenants_port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "rung.yaml"
-        config.write_text(
-            yaml.safe_dump(
+        base = {
+            "server": {"port": rung_port, "log_level": "warning"},
+            # The gateway's own cost; bench/classifier.py measures the classifier's and
+            # bench/cache.py the cache's (every request here is the same one).
+            "routing": {"policy": "length"},
+            "cache": {"enabled": False},
+            "tiers": [
                 {
-                    "server": {"port": rung_port, "log_level": "warning"},
-                    # The gateway's own cost; bench/classifier.py measures the classifier's
-                    # and bench/cache.py the cache's (every request here is the same one).
-                    "routing": {"policy": "length"},
-                    "cache": {"enabled": False},
-                    "tiers": [
-                        {
-                            "name": "small",
-                            "model": "fake-model",
-                            "price": {"input_per_mtok": 1, "output_per_mtok": 1},
-                            "backends": [
-                                {
-                                    "url": f"http://127.0.0.1:{backend_port}/v1",
-                                    "max_concurrency": 256,
-                                }
-                            ],
-                        }
+                    "name": "small",
+                    "model": "fake-model",
+                    "price": {"input_per_mtok": 1, "output_per_mtok": 1},
+                    "backends": [
+                        {"url": f"http://127.0.0.1:{backend_port}/v1", "max_concurrency": 256}
                     ],
                 }
-            )
-        )
+            ],
+        }
+        config = Path(tmp) / "rung.yaml"
+        config.write_text(yaml.safe_dump(base))
+        # The same gateway with a tenant: key auth, a budget (ledger reserve + settle per
+        # request, memory store) and rate limits high enough never to refuse.
+        limited = {
+            **base,
+            "server": {"port": tenants_port, "log_level": "warning"},
+            "tenants": [
+                {
+                    "name": "bench",
+                    "keys": [TENANT_KEY],
+                    "policy": {
+                        "daily_budget_usd": 1e6,
+                        "requests_per_minute": 10**8,
+                        "tokens_per_minute": 10**12,
+                    },
+                }
+            ],
+        }
+        tenants_config = Path(tmp) / "tenants.yaml"
+        tenants_config.write_text(yaml.safe_dump(limited))
         try:
             procs.append(
                 subprocess.Popen(
@@ -163,6 +201,16 @@ def main() -> None:
                 )
             )
             wait_for_port(rung_port)
+            tenants_url = None
+            if args.tenants:
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "rung", "serve", "--config", str(tenants_config)],
+                        stdout=subprocess.DEVNULL,
+                    )
+                )
+                wait_for_port(tenants_port)
+                tenants_url = f"http://127.0.0.1:{tenants_port}/v1/chat/completions"
             results = asyncio.run(
                 measure(
                     f"http://127.0.0.1:{backend_port}/v1/chat/completions",
@@ -170,6 +218,7 @@ def main() -> None:
                     args.requests,
                     args.rounds,
                     args.only,
+                    tenants_url,
                 )
             )
         finally:

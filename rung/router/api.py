@@ -39,7 +39,8 @@ OnDone = Callable[[dict[str, Any] | None], Awaitable[None]]
 router = APIRouter()
 
 
-async def read_json(request: Request, limit: int) -> Any:
+async def read_json(request: Request, limit: int) -> tuple[Any, int]:
+    """The parsed body and its size in bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
@@ -51,7 +52,7 @@ async def read_json(request: Request, limit: int) -> Any:
     if not body:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
-        return orjson.loads(body)
+        return orjson.loads(body), len(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
 
@@ -97,13 +98,13 @@ async def _handle(
     pipeline, gate = runtime.pipeline, runtime.gate
     config = pipeline.config
     policy = gate.authenticate(request.headers.get("authorization"))
-    payload = await read_json(request, config.server.max_body_bytes)
+    payload, size = await read_json(request, config.server.max_body_bytes)
     parsed = validate(kind, payload)
     requested = payload.get("max_completion_tokens") or payload.get("max_tokens")
     messages = payload.get("messages")
     ticket = await gate.admit(
         policy,
-        len(orjson.dumps(payload)),
+        size,
         len(messages) if isinstance(messages, list) else 1,
         requested if isinstance(requested, int) else None,
     )

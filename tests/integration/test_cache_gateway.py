@@ -191,3 +191,51 @@ def test_redis_outage_bypasses_the_cache_and_recovers(fake, gateway, redis_serve
             break
         time.sleep(0.1)
     assert statuses[-1] == "hit-exact"
+
+
+def test_tenants_never_see_each_others_entries_across_gateways(fake, gateway, redis_server):
+    small, large = fake("small"), fake("large")
+    alice, bob, carol = "alice-key-0123456789", "bob-key-0123456789ab", "carol-key-0123456789"
+    cfg = make_config(
+        [tier("small", small), tier("large", large)],
+        server={"admin_key": ADMIN},
+        cache={
+            "enabled": True,
+            "store": "redis",
+            "redis_url": redis_server.url,
+            "redis_timeout_ms": 500,
+        },
+        tenants=[
+            {"name": "alice", "keys": [alice]},
+            {"name": "bob", "keys": [bob], "policy": {"cache_group": "lab"}},
+            {"name": "carol", "keys": [carol], "policy": {"cache_group": "lab"}},
+        ],
+    )
+    one, two = gateway(cfg), gateway(cfg)
+
+    def ask_as(gw: Gateway, key: str) -> str:
+        raw = openai_client(gw, key).chat.completions.with_raw_response.create(
+            model="rung", messages=[{"role": "user", "content": FRANCE}], temperature=0
+        )
+        return str(raw.headers["x-rung-cache"])
+
+    assert ask_as(one, alice) == "miss"
+    assert ask_as(one, bob) == "miss"  # alice's entry is not bob's
+    for tenant in ("alice", "bob"):
+        for _ in range(100):
+            if admin(one, "cache/stats", tenant=tenant).json()["stored"] >= 1:
+                break
+            time.sleep(0.02)
+    for _ in range(50):
+        if httpx.get(two.url + "/readyz").json()["cache"]["indexed"] == 2:
+            break
+        time.sleep(0.05)
+    assert ask_as(two, alice) == "hit-exact"
+    assert ask_as(two, carol) == "hit-exact"  # carol shares bob's group
+    assert small.stats.requests == 2
+
+
+def openai_client(gw: Gateway, key: str) -> Any:
+    import openai
+
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)

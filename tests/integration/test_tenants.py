@@ -293,3 +293,28 @@ def test_redis_down_follows_the_configured_mode(fake, gateway, redis_server, mod
     cost = during.json()["usage"]
     expected = request_cost(cost["prompt_tokens"], cost["completion_tokens"], 1.0, 2.0)
     assert round(usage["budget"]["spent_today_usd"] * 1e6) == expected
+
+
+def test_usage_export_as_csv_and_json(fake, gateway, monkeypatch, capsys):
+    from rung.cli import main
+
+    small, large = fake("small"), fake("large")
+    gw = gateway(tenants_config(small, large, {"daily_budget_usd": 5.0}))
+    for _ in range(2):
+        assert post(gw, body()).status_code == 200
+    assert post(gw, body(), BOB).status_code == 200
+    time.sleep(0.2)  # settled just after the answers went out
+    monkeypatch.setenv("RUNG_ADMIN_KEY", ADMIN)
+    args = ["usage", "--tenant", "alice", "--since", "2020-01-01", "--url", gw.url]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("time,tenant,tier,tiers,models,prompt_tokens")
+    assert len(lines) == 3  # alice's two requests, not bob's
+    assert all(",alice,small,small," in line for line in lines[1:])
+    assert "What is 2+2" not in "\n".join(lines)  # never prompt text
+    assert main([*args, "--format", "json"]) == 0
+    rows = orjson.loads(capsys.readouterr().out)
+    assert [r["status"] for r in rows] == [200, 200]
+    assert sum(r["cost"] for r in rows) == round(admin(gw, "usage")["today"]["cost_usd"] * 1e6)
+    monkeypatch.setenv("RUNG_ADMIN_KEY", "wrong")
+    assert main(args) == 1
