@@ -200,6 +200,34 @@ def _label(args: argparse.Namespace) -> int:
     return 1 if summary.failed and not summary.labelled else 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from rung.classifiers.outcomes import load_ladder, read_rows
+    from rung.confidence.fit import fit
+
+    ladder = load_ladder(args.ladder)
+    tiers: dict[str, str] = {}
+    for tier in ladder.tiers:
+        if not isinstance(tier.model, str):
+            print(
+                f"error: tier {tier.name} names a model per data set; use one model",
+                file=sys.stderr,
+            )
+            return 2
+        tiers[tier.name] = tier.model
+    rows = [row for path in args.data for row in read_rows(Path(path))]
+    try:
+        calibrator = fit(rows, tiers, args.probe_tokens)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    calibrator.save(Path(args.out))
+    print(json.dumps({k: v for k, v in calibrator.metrics.items() if k != "features"}, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def _keys_new(args: argparse.Namespace) -> int:
     from rung.tenants.keys import hash_key, new_key
 
@@ -374,6 +402,17 @@ def build_parser() -> argparse.ArgumentParser:
         "outcomes then carry no confidence signals",
     )
     lab.set_defaults(run=_label)
+
+    cal = sub.add_parser(
+        "calibrate", help="fit answer-confidence calibrators (escalation) from labelled outputs"
+    )
+    cal.add_argument("--data", nargs="+", required=True, help="outcomes from `rung label`")
+    cal.add_argument("--ladder", required=True, help="tier name -> model name in the data")
+    cal.add_argument("--out", required=True, help="calibrator JSON file to write")
+    cal.add_argument(
+        "--probe-tokens", type=int, default=24, help="tokens a stream probe judges (<= 64)"
+    )
+    cal.set_defaults(run=_calibrate)
 
     keys = sub.add_parser("keys", help="tenant API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

@@ -97,6 +97,9 @@ class TierConfig(_Frozen):
     price: Price
     backends: list[BackendConfig] = Field(default_factory=list)
     local: LocalTier | None = None
+    logprobs: bool = True
+    """The backends can return token logprobs (vLLM, llama.cpp can). Without them escalation
+    judges answers by their other signals only."""
 
     @field_validator("name")
     @classmethod
@@ -166,11 +169,28 @@ class CacheConfig(_Frozen):
     """From this many entries in one scope, search an HNSW graph instead of every vector."""
 
 
+class EscalationConfig(_Frozen):
+    """Answer again with the next tier when an answer's confidence is low (docs/escalation.md)."""
+
+    enabled: bool = False
+    threshold: float = Field(default=0.5, ge=0, le=1)
+    """Escalate when P(the answer is correct) is below this (a tenant's policy may override)."""
+    max_steps: int = Field(default=1, ge=1, le=8)
+    """Escalations per request at most."""
+    calibrator: str = "local"
+    """A shipped calibrator (`local`) or a file from `rung calibrate`."""
+    streams: bool = True
+    """Probe streams too: hold back the first tokens, judge them, then stream on or switch."""
+    probe_tokens: int | None = Field(default=None, ge=1, le=64)
+    """Tokens a stream probe holds back (default: what the calibrator was fitted on)."""
+
+
 class RungConfig(_Frozen):
     server: ServerSettings = ServerSettings()
     health: HealthSettings = HealthSettings()
     routing: RoutingConfig = RoutingConfig()
     cache: CacheConfig = CacheConfig()
+    escalation: EscalationConfig = EscalationConfig()
     tiers: list[TierConfig] = Field(min_length=1)
     """Ordered smallest (cheapest) first."""
     auth: AuthConfig = AuthConfig()

@@ -21,6 +21,7 @@ from rung.config import RungConfig
 from rung.errors import InvalidRequest, PayloadTooLarge, RungError
 from rung.router.decide import Query
 from rung.router.errors import json_response, status_of
+from rung.router.escalate import ProbedStream
 from rung.router.pipeline import Pipeline, Plan, Served
 from rung.router.runtime import Runtime
 from rung.router.schemas import (
@@ -126,7 +127,8 @@ async def _handle(
         release()
         return response
     prices = [_price(config, t) for t in plan.order]
-    await gate.reserve(ticket, prices)
+    answers = 1 if plan.threshold is None else 1 + config.escalation.max_steps
+    await gate.reserve(ticket, prices, answers)
     try:
         if parsed.stream:
             stream, served = await pipeline.open_stream(path, payload, plan)
@@ -175,6 +177,17 @@ def _price(config: RungConfig, tier: int) -> tuple[float, float]:
 def _outcome(config: RungConfig, served: Served, usage: dict[str, Any], status: int) -> Outcome:
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     tier = config.tiers[served.tier].name
+    earlier: list[tuple[tuple[float, float], int | None, int | None]] = []
+    for call in served.calls:
+        used = call.usage or {}
+        p, c = used.get("prompt_tokens"), used.get("completion_tokens")
+        earlier.append(
+            (
+                _price(config, call.tier),
+                p if isinstance(p, int) else None,
+                c if isinstance(c, int) else call.tokens_seen,
+            )
+        )
     return Outcome(
         tiers=served.tried,
         models=[served.model],
@@ -184,6 +197,8 @@ def _outcome(config: RungConfig, served: Served, usage: dict[str, Any], status: 
         completion_tokens=completion if isinstance(completion, int) else None,
         cache=served.cache,
         status=status,
+        escalated=",".join(served.escalated) or None,
+        earlier=earlier,
     )
 
 
@@ -203,7 +218,10 @@ class _StreamResponse(StreamingResponse):
     """SSE response that releases the backend stream even if the client left before the start."""
 
     def __init__(
-        self, stream: OpenStream, headers: dict[str, str], done: OnDone | None = None
+        self,
+        stream: OpenStream | ProbedStream,
+        headers: dict[str, str],
+        done: OnDone | None = None,
     ) -> None:
         self.done = done
         self.finished = False
@@ -257,7 +275,9 @@ class _StreamResponse(StreamingResponse):
             await self._finish(None)  # abandoned or broken: the reservation is still settled
 
 
-async def _sse(stream: OpenStream, done: OnDone | None = None) -> AsyncIterator[bytes]:
+async def _sse(
+    stream: OpenStream | ProbedStream, done: OnDone | None = None
+) -> AsyncIterator[bytes]:
     """Re-emit the backend's chunks; a failure after the first byte ends with an error event.
     With `done`, the chunks are also assembled and the whole answer handed to it at the end."""
     assembler = StreamAssembler() if done is not None else None

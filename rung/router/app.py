@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from rung import __version__
 from rung.classifiers.model import load, resolve
+from rung.confidence.calibrator import load_calibrator, shipped_calibrator
 from rung.config import RungConfig, load_config
 from rung.errors import ConfigError
 from rung.router import errors
@@ -30,6 +31,11 @@ def check_routing(config: RungConfig) -> None:
     """Fail fast, before any server starts: the classifier exists, was trained on the configured
     embedder, and shares tiers with the config. Cheap: reads only the classifier's files."""
     routing = config.routing
+    if config.escalation.enabled:
+        try:
+            load_calibrator(shipped_calibrator(config.escalation.calibrator))
+        except ValueError as exc:
+            raise ConfigError("escalation.calibrator", [str(exc)]) from None
     if routing.policy != "classifier":
         return
     model = load(resolve(routing.classifier))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -20,6 +20,8 @@ from rung.backends import Json, OpenStream, TierPool
 from rung.cache.keys import CacheKey, cache_key
 from rung.cache.policy import why_not_store
 from rung.cache.semantic import Lookup, SemanticCache
+from rung.confidence.calibrator import Calibrator
+from rung.confidence.signals import Signals, TokenScore, answer_signals
 from rung.config import ROUTED_MODEL_NAMES, RungConfig
 from rung.errors import (
     BackendError,
@@ -29,6 +31,15 @@ from rung.errors import (
     NoBackendAvailable,
 )
 from rung.router.decide import Decision, Query, TierChooser, fallback_order
+from rung.router.escalate import (
+    ProbedStream,
+    body_signals,
+    client_wants_logprobs,
+    json_expected,
+    stream_tokens,
+    strip_logprobs,
+    with_logprobs,
+)
 from rung.tenants.policy import TenantPolicy
 
 T = TypeVar("T")
@@ -49,6 +60,20 @@ class Plan:
     cache: Lookup | None = None
     vector: np.ndarray | None = None
     route_key: str = ""
+    threshold: float | None = None
+    """Escalate answers whose confidence is below this (None: no escalation)."""
+    deadline: float = 0.0
+    """The request's deadline (loop time) across fallbacks and escalations."""
+
+
+@dataclass
+class Call:
+    """One backend answer this request paid for."""
+
+    tier: int
+    usage: dict[str, Any] | None
+    tokens_seen: int = 0
+    """For a stream abandoned by an escalation probe: tokens read before cancelling it."""
 
 
 @dataclass
@@ -64,6 +89,12 @@ class Served:
     tried: list[str] = field(default_factory=list)
     """Every tier called, in order."""
     similarity: float | None = None
+    escalated: list[str] = field(default_factory=list)
+    """`from->to` for each escalation."""
+    confidence: float | None = None
+    """The last judged answer's confidence."""
+    calls: list[Call] = field(default_factory=list)
+    """Answers escalated away from (the final answer is accounted separately)."""
 
     def headers(self, config: RungConfig) -> dict[str, str]:
         headers = {
@@ -77,6 +108,10 @@ class Served:
             headers["x-rung-cache"] = self.cache
         if self.similarity is not None:
             headers["x-rung-cache-similarity"] = f"{self.similarity:.4f}"
+        if self.escalated:
+            headers["x-rung-escalated"] = ",".join(self.escalated)
+        if self.confidence is not None:
+            headers["x-rung-confidence"] = f"{self.confidence:.3f}"
         return headers
 
 
@@ -88,12 +123,14 @@ class Pipeline:
         chooser: TierChooser,
         cache: SemanticCache | None = None,
         embed: Embed | None = None,
+        calibrator: Calibrator | None = None,
     ) -> None:
         self.config = config
         self.pools = pools
         self.chooser = chooser
         self.cache = cache
         self.embed = embed
+        self.calibrator = calibrator
 
     async def plan(
         self,
@@ -179,7 +216,17 @@ class Pipeline:
             found,
             vector,
             route_key,
+            self._threshold(policy) if pinned is None and len(order) > 1 else None,
+            asyncio.get_running_loop().time() + self.config.server.request_timeout_s,
         )
+
+    def _threshold(self, policy: TenantPolicy | None) -> float | None:
+        escalation = self.config.escalation
+        if not escalation.enabled or self.calibrator is None:
+            return None
+        if policy is not None and policy.escalation_threshold is not None:
+            return policy.escalation_threshold
+        return escalation.threshold
 
     def served_from_cache(self, plan: Plan) -> tuple[bytes, Served]:
         entry = plan.cache.entry if plan.cache is not None else None
@@ -209,25 +256,113 @@ class Pipeline:
             usage=body.get("usage") if isinstance(body.get("usage"), dict) else None,
         )
 
+    def _payload(self, path: str, payload: Json, plan: Plan) -> Callable[[TierPool], Json]:
+        """Per tier: the client's payload, asking for logprobs when escalation will judge."""
+
+        def build(pool: TierPool) -> Json:
+            if plan.threshold is not None and pool.tier.logprobs:
+                return with_logprobs(path, payload)
+            return payload
+
+        return build
+
     async def complete(self, path: str, payload: Json, plan: Plan) -> tuple[Json, Served]:
+        build = self._payload(path, payload, plan)
+
         async def call(pool: TierPool, body: Json) -> Json:
-            answer, _ = await pool.complete(path, body)
+            answer, _ = await pool.complete(path, {**build(pool), "model": body["model"]})
             return answer
 
         body, served = await self._over_tiers(plan, payload, call)
+        steps = 0
+        while plan.threshold is not None and steps < self.config.escalation.max_steps:
+            above = plan.order[plan.order.index(served.tier) + 1 :]
+            confidence = self._confidence(served.tier, body_signals(body, json_expected(payload)))
+            served.confidence = confidence
+            if not above or confidence is None or confidence >= plan.threshold:
+                break
+            first = served.tier
+            try:
+                higher, again = await self._over_tiers(replace(plan, order=above), payload, call)
+            except BackendError as exc:  # keep the answer we have rather than fail
+                served.fallback.append(f"escalation failed: {exc.code}")
+                break
+            usage = body.get("usage")
+            served.calls.append(Call(first, usage if isinstance(usage, dict) else None))
+            served.escalated.append(
+                f"{self.config.tiers[first].name}->{self.config.tiers[again.tier].name}"
+            )
+            served.tier, served.model = again.tier, again.model
+            served.tried += again.tried
+            body, steps = higher, steps + 1
+        if plan.threshold is not None and not client_wants_logprobs(path, payload):
+            strip_logprobs([body])
         served.model = str(body.setdefault("model", served.model))
         if plan.cache is not None:
             served.cache = plan.cache.status
         return body, served
 
-    async def open_stream(self, path: str, payload: Json, plan: Plan) -> tuple[OpenStream, Served]:
+    def _confidence(self, tier: int, signals: Signals, probe: bool = False) -> float | None:
+        if self.calibrator is None:
+            return None
+        return self.calibrator.confidence(self.config.tiers[tier].name, signals, probe)
+
+    async def open_stream(
+        self, path: str, payload: Json, plan: Plan
+    ) -> tuple[OpenStream | ProbedStream, Served]:
+        build = self._payload(path, payload, plan)
+
         async def call(pool: TierPool, body: Json) -> OpenStream:
-            return await pool.open_stream(path, body)
+            return await pool.open_stream(path, {**build(pool), "model": body["model"]})
 
         stream, served = await self._over_tiers(plan, payload, call)
         if plan.cache is not None:
             served.cache = plan.cache.status
-        return stream, served
+        if plan.threshold is None or not self.config.escalation.streams:
+            return stream, served
+        keep = client_wants_logprobs(path, payload)
+        transform = (lambda batch: batch) if keep else strip_logprobs
+        probe = self.config.escalation.probe_tokens or (
+            self.calibrator.probe_tokens if self.calibrator else 24
+        )
+        steps = 0
+        while True:
+            rest = stream.__aiter__()
+            held: list[list[Json]] = []
+            scores: list[TokenScore] = []
+            seen, text, finished = 0, "", False
+            async with asyncio.timeout_at(plan.deadline):
+                while seen < probe and not finished:
+                    try:
+                        batch = await anext(rest)
+                    except StopAsyncIteration:
+                        finished = True
+                        break
+                    held.append(batch)
+                    count, found, piece, finished = stream_tokens(batch)
+                    seen, scores, text = seen + count, scores + found, text + piece
+            above = plan.order[plan.order.index(served.tier) + 1 :]
+            signals = answer_signals(text or "x", None, scores)
+            confidence = self._confidence(served.tier, signals, probe=True)
+            served.confidence = confidence
+            low = confidence is not None and confidence < plan.threshold
+            if finished or not above or not low or steps >= self.config.escalation.max_steps:
+                return ProbedStream(stream, rest, held, transform), served
+            first = served.tier
+            try:
+                higher, again = await self._over_tiers(replace(plan, order=above), payload, call)
+            except BackendError as exc:
+                served.fallback.append(f"escalation failed: {exc.code}")
+                return ProbedStream(stream, rest, held, transform), served
+            await rest.aclose()  # type: ignore[attr-defined]
+            await stream.aclose()
+            served.calls.append(Call(first, None, tokens_seen=seen))
+            served.escalated.append(
+                f"{self.config.tiers[first].name}->{self.config.tiers[again.tier].name}"
+            )
+            served.tier, served.model = again.tier, again.model
+            served.tried += again.tried
+            stream, steps = higher, steps + 1
 
     async def _over_tiers(
         self, plan: Plan, payload: Json, call: Callable[[TierPool, Json], Awaitable[T]]
@@ -235,8 +370,11 @@ class Pipeline:
         """Try the plan's tiers in order within the request deadline; say what happened."""
         served = Served(reason=plan.reason)
         errors: list[BackendError] = []
+        deadline = plan.deadline or (
+            asyncio.get_running_loop().time() + self.config.server.request_timeout_s
+        )
         try:
-            async with asyncio.timeout(self.config.server.request_timeout_s):
+            async with asyncio.timeout_at(deadline):
                 for index in plan.order:
                     pool = self.pools[index]
                     name = pool.tier.name

@@ -26,6 +26,7 @@ from rung.cache.stores import STORES
 from rung.classifiers.batcher import MicroBatcher
 from rung.classifiers.embedder import open_embedder
 from rung.classifiers.model import load, resolve
+from rung.confidence.calibrator import load_calibrator, shipped_calibrator
 from rung.config import RungConfig, load_config
 from rung.errors import ConfigError
 from rung.router.decide import ClassifierChooser, LengthChooser, TierChooser
@@ -156,7 +157,10 @@ class Runtime:
                 await cache.start()
                 fresh.add("cache")
         embed = routing.batcher.embed if routing.batcher is not None else None
-        pipeline = Pipeline(config, pools, routing.chooser, cache, embed)
+        calibrator = None
+        if config.escalation.enabled:
+            calibrator = load_calibrator(shipped_calibrator(config.escalation.calibrator))
+        pipeline = Pipeline(config, pools, routing.chooser, cache, embed, calibrator)
         owned = set(fresh)
         if old is not None:  # what is taken over is closed by whoever holds it last
             owned |= reused & old._owned

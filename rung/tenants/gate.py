@@ -74,6 +74,9 @@ class Outcome:
     cache: str | None
     status: int
     escalated: str | None = None
+    earlier: list[tuple[Price, int | None, int | None]] = field(default_factory=list)
+    """Answers escalated away from: (price, prompt tokens, completion tokens); a None prompt
+    count (a stream cancelled by its probe) is charged at the request's prompt bound."""
 
 
 class Gate:
@@ -176,13 +179,15 @@ class Gate:
                 headers={**headers, "retry-after": str(math.ceil(reset))},
             )
 
-    async def reserve(self, ticket: Ticket, prices: list[Price]) -> None:
-        """Reserve the costliest outcome of the tiers this request may reach."""
+    async def reserve(self, ticket: Ticket, prices: list[Price], answers: int = 1) -> None:
+        """Reserve the costliest outcome of the tiers this request may reach: one answer from
+        the dearest, or with escalation, `answers` answers from the dearest ones."""
         policy = ticket.policy
         if not policy.metered or ticket.unmetered:
             return
         prompt = ticket.token_bound - ticket.max_tokens
-        amount = max(request_cost(prompt, ticket.max_tokens, i, o) for i, o in prices)
+        costs = sorted((request_cost(prompt, ticket.max_tokens, i, o) for i, o in prices))
+        amount = sum(costs[-answers:])
         hold = Hold(policy.tenant, ticket.day, ticket.month, amount)
         try:
             fits = await self.ledger.reserve(hold, policy.daily_budget, policy.monthly_budget)
@@ -212,6 +217,9 @@ class Gate:
             actual = ticket.hold.amount if ticket.hold else 0
         else:
             actual = request_cost(prompt, completion, *outcome.price)
+        bound = ticket.token_bound - ticket.max_tokens
+        for price, p, c in outcome.earlier:
+            actual += request_cost(bound if p is None else p, c or 0, *price)
         top = request_cost(prompt or 0, completion or 0, *self.top_price)
         policy = ticket.base
         if ticket.hold is not None:

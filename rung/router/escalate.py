@@ -1,0 +1,114 @@
+"""Escalation helpers: ask backends for logprobs, judge an answer (or a stream's first tokens),
+strip what the client did not ask for, and hold a probed stream's first chunks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from rung.backends import Json, OpenStream
+from rung.confidence.signals import Signals, TokenScore, answer_signals, token_scores
+
+TOP_LOGPROBS = 5
+
+
+def client_wants_logprobs(path: str, payload: Json) -> bool:
+    value = payload.get("logprobs")
+    return bool(value) if path == "/chat/completions" else value is not None
+
+
+def with_logprobs(path: str, payload: Json) -> Json:
+    """The payload asking for token logprobs (leaving the client's own request as it was)."""
+    if client_wants_logprobs(path, payload):
+        return payload
+    if path == "/chat/completions":
+        return {**payload, "logprobs": True, "top_logprobs": TOP_LOGPROBS}
+    return {**payload, "logprobs": TOP_LOGPROBS}
+
+
+def _choice_text(choice: dict[str, Any]) -> str:
+    message = choice.get("message")
+    if isinstance(message, dict):
+        return str(message.get("content") or "")
+    return str(choice.get("text") or choice.get("delta", {}).get("content") or "")
+
+
+def _choice_scores(choice: dict[str, Any]) -> list[TokenScore]:
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, dict):
+        return []
+    if isinstance(logprobs.get("content"), list):
+        return token_scores(logprobs["content"])
+    # Legacy completions: parallel lists.
+    values = logprobs.get("token_logprobs") or []
+    return [TokenScore(float(v)) for v in values if isinstance(v, int | float)]
+
+
+def body_signals(body: Json, json_expected: bool) -> Signals:
+    choices = body.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    return answer_signals(
+        _choice_text(choice),
+        choice.get("finish_reason"),
+        _choice_scores(choice),
+        json_expected=json_expected,
+    )
+
+
+def json_expected(payload: Json) -> bool:
+    fmt = payload.get("response_format")
+    return isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema")
+
+
+def strip_logprobs(chunks: list[Json]) -> list[Json]:
+    """Remove logprobs rung asked for on the client's behalf (in place; returns the list)."""
+    for chunk in chunks:
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict) and "logprobs" in choice:
+                choice["logprobs"] = None
+    return chunks
+
+
+def stream_tokens(batch: list[Json]) -> tuple[int, list[TokenScore], str, bool]:
+    """(tokens seen, their scores, text, finished) in a batch of chunks."""
+    count, scores, text, finished = 0, [], "", False
+    for chunk in batch:
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            piece = _choice_text(choice)
+            found = _choice_scores(choice)
+            scores += found
+            count += len(found) or (1 if piece else 0)
+            text += piece
+            finished = finished or choice.get("finish_reason") is not None
+    return count, scores, text, finished
+
+
+class ProbedStream:
+    """A stream whose first batches were read to judge it: yields them, then the rest."""
+
+    def __init__(
+        self,
+        stream: OpenStream,
+        rest: AsyncIterator[list[Json]],
+        held: list[list[Json]],
+        transform: Callable[[list[Json]], list[Json]],
+    ) -> None:
+        self.replica = stream.replica
+        self._stream = stream
+        self._rest = rest
+        self._held = held
+        self._transform = transform
+
+    async def __aiter__(self) -> AsyncIterator[list[Json]]:
+        for batch in self._held:
+            yield self._transform(batch)
+        async for batch in self._rest:
+            yield self._transform(batch)
+
+    async def aclose(self) -> None:
+        aclose = getattr(self._rest, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        await self._stream.aclose()
