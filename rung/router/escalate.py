@@ -69,9 +69,10 @@ def strip_logprobs(chunks: list[Json]) -> list[Json]:
     return chunks
 
 
-def stream_tokens(batch: list[Json]) -> tuple[int, list[TokenScore], str, bool]:
-    """(tokens seen, their scores, text, finished) in a batch of chunks."""
-    count, scores, text, finished = 0, [], "", False
+def stream_tokens(batch: list[Json]) -> tuple[int, list[TokenScore], str, str | None]:
+    """(tokens seen, their scores, text, finish_reason if it ended) in a batch of chunks."""
+    count, scores, text = 0, [], ""
+    finished: str | None = None
     for chunk in batch:
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
@@ -81,7 +82,7 @@ def stream_tokens(batch: list[Json]) -> tuple[int, list[TokenScore], str, bool]:
             scores += found
             count += len(found) or (1 if piece else 0)
             text += piece
-            finished = finished or choice.get("finish_reason") is not None
+            finished = finished or choice.get("finish_reason")
     return count, scores, text, finished
 
 

@@ -275,11 +275,13 @@ class Pipeline:
 
         body, served = await self._over_tiers(plan, payload, call)
         steps = 0
-        while plan.threshold is not None and steps < self.config.escalation.max_steps:
+        while plan.threshold is not None:
             above = plan.order[plan.order.index(served.tier) + 1 :]
             confidence = self._confidence(served.tier, body_signals(body, json_expected(payload)))
-            served.confidence = confidence
-            if not above or confidence is None or confidence >= plan.threshold:
+            served.confidence = confidence  # of the answer served, escalated or not
+            if steps >= self.config.escalation.max_steps or not above:
+                break
+            if confidence is None or confidence >= plan.threshold:
                 break
             first = served.tier
             try:
@@ -330,23 +332,29 @@ class Pipeline:
             rest = stream.__aiter__()
             held: list[list[Json]] = []
             scores: list[TokenScore] = []
-            seen, text, finished = 0, "", False
+            seen, text = 0, ""
+            finished: str | None = None
+            ended = False
             async with asyncio.timeout_at(plan.deadline):
                 while seen < probe and not finished:
                     try:
                         batch = await anext(rest)
                     except StopAsyncIteration:
-                        finished = True
+                        ended = True
                         break
                     held.append(batch)
                     count, found, piece, finished = stream_tokens(batch)
                     seen, scores, text = seen + count, scores + found, text + piece
             above = plan.order[plan.order.index(served.tier) + 1 :]
-            signals = answer_signals(text or "x", None, scores)
-            confidence = self._confidence(served.tier, signals, probe=True)
+            if finished or ended:  # the whole answer fit in the probe: judge all of it
+                whole = answer_signals(text, finished, scores, json_expected=json_expected(payload))
+                confidence = self._confidence(served.tier, whole)
+            else:
+                prefix = answer_signals(text or "x", None, scores)
+                confidence = self._confidence(served.tier, prefix, probe=True)
             served.confidence = confidence
             low = confidence is not None and confidence < plan.threshold
-            if finished or not above or not low or steps >= self.config.escalation.max_steps:
+            if not above or not low or steps >= self.config.escalation.max_steps:
                 return ProbedStream(stream, rest, held, transform), served
             first = served.tier
             try:
