@@ -132,3 +132,49 @@ def test_a_tier_killed_mid_run_fails_over_to_the_next(start_ladder, gateway):
     assert excinfo.value.status_code in (502, 503)
     ready = httpx.get(gw.url + "/readyz").json()
     assert [t["replicas"][0]["in_rotation"] for t in ready["tiers"]] == [False, True]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(("threshold", "escalates"), [(1.0, True), (0.0, False)])
+def test_escalation_on_the_real_ladder(local_ladder, gateway, stream, threshold, escalates):
+    """Real logprobs from llama.cpp, the shipped calibrator: a threshold of 1 escalates every
+    answer of the small tier, 0 none."""
+    from rung.config import CacheConfig, EscalationConfig
+
+    config = local_ladder.model_copy(
+        update={
+            # Target 0: the classifier picks the small tier, so there is a tier to climb to.
+            "routing": local_ladder.routing.model_copy(update={"quality_target": 0.0}),
+            "escalation": EscalationConfig(enabled=True, threshold=threshold),
+            "cache": CacheConfig(enabled=False),
+        }
+    )
+    gw = gateway(config)
+    sdk = client(gw)
+    if stream:
+        with sdk.chat.completions.with_streaming_response.create(
+            model="rung", messages=QUESTION, max_tokens=8, temperature=0, stream=True
+        ) as response:
+            headers = response.headers
+            chunks = list(response.parse())
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        models = {c.model for c in chunks}
+        assert all(c.choices[0].logprobs is None for c in chunks if c.choices)
+    else:
+        raw = sdk.chat.completions.with_raw_response.create(
+            model="rung", messages=QUESTION, max_tokens=8, temperature=0
+        )
+        headers, completion = raw.headers, raw.parse()
+        text = completion.choices[0].message.content or ""
+        models = {completion.model}
+        assert completion.choices[0].logprobs is None
+    assert "paris" in text.lower()
+    assert 0.0 <= float(headers["x-rung-confidence"]) <= 1.0
+    if escalates:
+        assert headers["x-rung-escalated"] == "small->large"
+        assert headers["x-rung-tier"] == "large"
+        assert models == {"qwen2.5-coder-1.5b-instruct"}
+    else:
+        assert "x-rung-escalated" not in headers
+        assert headers["x-rung-tier"] == "small"
+        assert models == {"qwen2.5-coder-0.5b-instruct"}
