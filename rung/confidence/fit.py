@@ -74,27 +74,35 @@ def _fit(x: np.ndarray, y: np.ndarray) -> TierCalibrator:
     )
 
 
-def fit_tier(data: Rows, folds: int = 5, seed: int = 0) -> tuple[TierCalibrator, dict[str, Any]]:
-    """Fit on everything; report AUROC and calibration error of out-of-fold predictions."""
+def held_out(data: Rows, folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Out-of-fold P(correct) for every example: each predicted by a model that never saw it."""
     x = np.array([f for f, _ in data], dtype=np.float64)
     y = np.array([label for _, label in data])
     if len(set(y.tolist())) < 2 or len(y) < 2 * folds:
         raise ValueError(f"need both right and wrong answers, at least {2 * folds}; got {len(y)}")
-    held_out = np.zeros(len(y))
+    predictions = np.zeros(len(y))
     order = np.random.default_rng(seed).permutation(len(y))
     for fold in range(folds):
         test = order[fold::folds]
         train = np.setdiff1d(order, test)
         if len(set(y[train].tolist())) < 2:
-            held_out[test] = y[train].mean()
+            predictions[test] = y[train].mean()
             continue
         model = _fit(x[train], y[train])
-        held_out[test] = [model.predict_features(row) for row in x[test]]
+        predictions[test] = [model.predict_features(row) for row in x[test]]
+    return predictions
+
+
+def fit_tier(data: Rows, folds: int = 5, seed: int = 0) -> tuple[TierCalibrator, dict[str, Any]]:
+    """Fit on everything; report AUROC and calibration error of out-of-fold predictions."""
+    x = np.array([f for f, _ in data], dtype=np.float64)
+    y = np.array([label for _, label in data])
+    held_out_p = held_out(data, folds, seed)
     metrics = {
         "examples": len(y),
         "accuracy": round(float(y.mean()), 4),
-        "auroc": round(auroc(held_out, y), 4),
-        "calibration_error": round(calibration_error(held_out, y), 4),
+        "auroc": round(auroc(held_out_p, y), 4),
+        "calibration_error": round(calibration_error(held_out_p, y), 4),
     }
     return _fit(x, y), metrics
 
