@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from tests.integration.harness import Gateway, client, make_config, tier
-from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 ADMIN = "admin-secret"
@@ -181,8 +180,7 @@ def test_redis_outage_bypasses_the_cache_and_recovers(fake, gateway, redis_serve
     assert [r.headers["x-rung-cache"] for r in during] == ["bypass"] * 3
     assert all(r.parse().choices[0].message.content for r in during)  # still answered
     assert httpx.get(gw.url + "/readyz").status_code == 200
-    RedisServer(redis_server.binary, redis_server.port).start()  # back, empty
-    redis_server.process = None
+    redis_server.start()  # back on the same port, empty; the fixture stops it
     time.sleep(1.1)  # the cache retries the store after a second
     statuses = []
     for _ in range(20):

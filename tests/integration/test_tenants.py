@@ -20,7 +20,6 @@ from rung.tenants.keys import hash_key
 from rung.tenants.policy import prompt_token_bound, request_cost
 from tests.integration.harness import Gateway, make_config, tier
 from tests.integration.test_cli import wait_http
-from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 ALICE, BOB, ADMIN = "alice-key-0123456789", "bob-key-0123456789ab", "admin-key-0123456789"
@@ -285,8 +284,7 @@ def test_redis_down_follows_the_configured_mode(fake, gateway, redis_server, mod
         return
     assert during.status_code == 200
     assert ready["limits"]["pending_settlements"] == 1
-    RedisServer(redis_server.binary, redis_server.port).start()  # back, empty
-    redis_server.process = None
+    redis_server.start()  # back on the same port, empty; the fixture stops it
     gate = gw.app.state.runtime.gate
     assert gw.loop.run(gate.reconcile()) == 0  # the outage's cost reaches the ledger
     usage = admin(gw, "usage")
