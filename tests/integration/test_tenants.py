@@ -273,6 +273,7 @@ def test_redis_down_follows_the_configured_mode(fake, gateway, redis_server, mod
     limits = {"store": "redis", "redis_url": redis_server.url, "on_store_failure": mode}
     gw = gateway(tenants_config(small, large, {"daily_budget_usd": 10.0}, limits=limits))
     assert post(gw, body()).status_code == 200
+    time.sleep(0.3)  # its settlement (just after the answer went out) reaches Redis first
     redis_server.stop()
     during = post(gw, body())
     ready = httpx.get(gw.url + "/readyz").json()
