@@ -335,8 +335,8 @@ async def readyz(request: Request) -> Response:
     }
     if pipeline.cache is not None:  # informational: a cache outage never makes rung unready
         body["cache"] = pipeline.cache.health()
-    gate = runtime.gate
-    body["limits"] = gate.health()
-    if not gate.health()["available"] and gate.config.limits.on_store_failure == "fail_closed":
+    limits = runtime.gate.health()
+    body["limits"] = limits
+    if not limits["available"] and limits["mode"] == "fail_closed":
         body["status"] = "degraded"  # metered tenants are refused until the store is back
     return json_response(body, 200 if ready else 503)
