@@ -23,12 +23,10 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from rung.cache.entry import BadEntry, Entry, decode
 from rung.cache.store import Change, StoreError
+from rung.redisconn import connect, guarded
 
 PREFIX = "rung:"
 CHANNEL = f"{PREFIX}cache:events"
@@ -62,18 +60,10 @@ class RedisStore:
         self.dimension = dimension
         self.clock = clock
         self.origin = uuid.uuid4().hex
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=max(timeout_s, 0.5),
-            socket_connect_timeout=max(timeout_s, 0.5),
-            retry=Retry(NoBackoff(), 1),  # once, at once: a connection gone stale after a restart
-        )
+        self._client: aioredis.Redis = connect(url, max(timeout_s, 0.5))
 
     async def _guard(self, call: Awaitable[Any]) -> Any:
-        try:
-            return await call
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis: {exc}") from None
+        return await guarded(call, StoreError)
 
     async def start(self) -> None:
         await self._guard(self._client.ping())

@@ -12,10 +12,8 @@ from collections.abc import Awaitable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
+from rung.redisconn import connect, guarded
 from rung.tenants.counters import Admission, Hold, Spend
 
 RESERVE = """
@@ -65,19 +63,11 @@ class CounterError(Exception):
 
 
 def client(url: str, timeout_s: float) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 1),  # once, at once: a connection gone stale after a restart
-    )
+    return connect(url, timeout_s)
 
 
-async def _guard(call: Awaitable[Any]) -> Any:
-    try:
-        return await call
-    except (RedisError, OSError) as exc:
-        raise CounterError(f"redis: {exc}") from None
+async def guard(call: Awaitable[Any]) -> Any:
+    return await guarded(call, CounterError)
 
 
 def _key(tenant: str, period: str) -> str:
@@ -94,17 +84,17 @@ class RedisLedger:
         keys = [_key(hold.tenant, hold.day), _key(hold.tenant, hold.month)]
         limits = [-1 if daily is None else daily, -1 if monthly is None else monthly]
         args = [hold.amount, *limits, DAY_TTL, MONTH_TTL]
-        return bool(await _guard(self._reserve(keys=keys, args=args)))
+        return bool(await guard(self._reserve(keys=keys, args=args)))
 
     async def settle(self, hold: Hold, actual: int) -> None:
         keys = [_key(hold.tenant, hold.day), _key(hold.tenant, hold.month)]
-        await _guard(self._settle(keys=keys, args=[hold.amount, actual, DAY_TTL, MONTH_TTL]))
+        await guard(self._settle(keys=keys, args=[hold.amount, actual, DAY_TTL, MONTH_TTL]))
 
     async def spend(self, tenant: str, day: str, month: str) -> Spend:
         async with self._redis.pipeline(transaction=False) as tx:
             tx.hmget(_key(tenant, day), ["spent", "reserved"])
             tx.hmget(_key(tenant, month), ["spent", "reserved"])
-            (ds, dr), (ms, mr) = await _guard(tx.execute())
+            (ds, dr), (ms, mr) = await guard(tx.execute())
         return Spend(*(int(v or 0) for v in (ds, dr, ms, mr)))
 
     async def aclose(self) -> None:
@@ -130,11 +120,11 @@ class RedisRateLimiter:
             tokens,
         ]
         key = f"rung:rate:{tenant}:{minute}"
-        allowed, requests, used = await _guard(self._admit(keys=[key], args=args))
+        allowed, requests, used = await guard(self._admit(keys=[key], args=args))
         return Admission(bool(allowed), int(requests), int(used))
 
     async def adjust(self, tenant: str, minute: int, tokens: int) -> None:
-        await _guard(self._redis.hincrby(f"rung:rate:{tenant}:{minute}", "tokens", tokens))
+        await guard(self._redis.hincrby(f"rung:rate:{tenant}:{minute}", "tokens", tokens))
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from rung.tenants.redis_counters import DAY_TTL, MONTH_TTL, _guard, client
+from rung.tenants.redis_counters import DAY_TTL, MONTH_TTL, client, guard
 
 
 @dataclass(frozen=True)
@@ -118,10 +118,10 @@ class RedisUsage:
                 sums = f"rung:usage-sum:{record.tenant}:{period}"
                 tx.hincrby(sums, name, value)
                 tx.expire(sums, DAY_TTL if len(period) > 7 else MONTH_TTL)
-            await _guard(tx.execute())
+            await guard(tx.execute())
 
     async def records(self, tenant: str, since: float) -> list[dict[str, Any]]:
-        rows = await _guard(self._redis.lrange(f"rung:usage:{tenant}", 0, -1))
+        rows = await guard(self._redis.lrange(f"rung:usage:{tenant}", 0, -1))
         out = []
         for raw in reversed(rows):  # oldest first
             try:
@@ -133,7 +133,7 @@ class RedisUsage:
         return out
 
     async def sums(self, tenant: str, period: str) -> dict[str, int]:
-        raw = await _guard(self._redis.hgetall(f"rung:usage-sum:{tenant}:{period}"))
+        raw = await guard(self._redis.hgetall(f"rung:usage-sum:{tenant}:{period}"))
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def aclose(self) -> None:
