@@ -1,5 +1,7 @@
-"""Routing cost: one classification (embed + predict) at concurrency 1, and throughput at
-concurrency 64 through the micro-batcher, for a few batcher settings side by side. JSON out.
+"""Routing cost: one classification (embed + predict + decide) at concurrency 1, and throughput
+at concurrency 64, side by side: the static embedder that serves by default (inline, with the
+shipped production classifier) and MiniLM through the micro-batcher for a few settings
+(embedding only: no shipped classifier is fitted on MiniLM vectors). JSON out.
 
     python bench/classifier.py [--requests 600] [--out bench/results/classifier.json]
 
@@ -38,7 +40,7 @@ def queries() -> list[str]:
 async def run(
     batcher: MicroBatcher, model: Any, texts: list[str], concurrency: int, n: int
 ) -> dict[str, float]:
-    prices = [float(t["price"]) for t in model.tiers]
+    prices = [float(t["price"]) for t in model.tiers] if model is not None else []
     latencies: list[float] = []
     todo = iter(range(n))
 
@@ -47,8 +49,9 @@ async def run(
             text = texts[i % len(texts)]
             started = time.perf_counter()
             vector = await batcher.embed(text)
-            probabilities = model.predict(vector[None, :], [text])[0]
-            choose_tier(list(probabilities), prices, 0.7)
+            if model is not None:
+                probabilities = model.predict(vector[None, :], [text])[0]
+                choose_tier(list(probabilities), prices, 0.2)
             latencies.append(time.perf_counter() - started)
 
     for text in texts[:20]:  # warm up the session and the allocator
@@ -79,15 +82,22 @@ def main() -> None:
     texts = queries()
     model = load(resolve("production"))
     results: dict[str, Any] = {}
+    static, _ = open_embedder("static-minilm-l6", default_models_dir())
+    inline = MicroBatcher(static)
+    results["static_inline"] = {
+        "c1": asyncio.run(run(inline, model, texts, 1, args.requests)),
+        "c64": asyncio.run(run(inline, model, texts, 64, args.requests)),
+    }
+    print("static_inline", json.dumps(results["static_inline"]), flush=True)
     for threads in (1, 2):
         embedder, _ = open_embedder("minilm-l6-int8", default_models_dir(), threads=threads)
         for wait_ms in (0.0, 2.0):
             batcher = MicroBatcher(embedder, max_batch=32, max_wait_s=wait_ms / 1000)
             try:
-                name = f"threads{threads}_wait{wait_ms:g}ms"
+                name = f"minilm_threads{threads}_wait{wait_ms:g}ms_embed_only"
                 results[name] = {
-                    "c1": asyncio.run(run(batcher, model, texts, 1, args.requests)),
-                    "c64": asyncio.run(run(batcher, model, texts, 64, args.requests)),
+                    "c1": asyncio.run(run(batcher, None, texts, 1, args.requests)),
+                    "c64": asyncio.run(run(batcher, None, texts, 64, args.requests)),
                 }
                 results[name]["mean_group"] = round(batcher.embedded / batcher.batches, 1)
                 print(name, json.dumps(results[name]), flush=True)

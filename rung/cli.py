@@ -59,12 +59,18 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _models_list(args: argparse.Namespace) -> int:
+    from rung.classifiers import static
     from rung.weights.fetch import status
 
     for item in status(Path(args.dir)):
         mark = "installed" if item.verified else "missing  "
         size = item.model.size_bytes / 1e6
         print(f"{mark}  {item.model.name:20} {size:7.0f} MB  {item.model.note}")
+    built = static.load_table(Path(args.dir) / static.FILENAME) is not None
+    print(
+        f"{'installed' if built else 'missing  '}  {static.NAME:20} {31:7.0f} MB  "
+        f"static table distilled from {static.TEACHER}: the routing embedder"
+    )
     print(f"model directory: {args.dir}")
     return 0
 
@@ -72,10 +78,12 @@ def _models_list(args: argparse.Namespace) -> int:
 def _models_fetch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from rung.classifiers import static
+    from rung.classifiers.embedder import OnnxEmbedder
     from rung.weights.catalog import CATALOG
     from rung.weights.fetch import fetch, is_verified
 
-    names = args.names or list(CATALOG)
+    names = [static.TEACHER if n == static.NAME else n for n in args.names] or list(CATALOG)
     unknown = [n for n in names if n not in CATALOG]
     if unknown:
         raise RungError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(CATALOG)}")
@@ -96,6 +104,17 @@ def _models_fetch(args: argparse.Namespace) -> int:
                 model, Path(args.dir), progress=bar.update, keep_downloads=args.keep_downloads
             )
         print(f"{name}: verified sha256 {model.sha256[:12]}…, at {path}")
+    if not args.names or static.NAME in args.names or static.TEACHER in args.names:
+        teacher = CATALOG[static.TEACHER]
+        if static.load_table(Path(args.dir) / static.FILENAME) is None:
+            static.build_table(
+                OnnxEmbedder(Path(args.dir) / teacher.filename, threads=2),
+                Path(args.dir) / static.FILENAME,
+                teacher.sha256,
+            )
+        print(
+            f"{static.NAME}: distilled from {static.TEACHER}, at {Path(args.dir) / static.FILENAME}"
+        )
     return 0
 
 
@@ -119,13 +138,19 @@ def _train(args: argparse.Namespace) -> int:
     from rung.classifiers import workflow
 
     ladder, files, data, identity, vectors = _embedded_data(args)
-    texts = [o.prompt for o in data.outcomes]
     model = workflow.fit(data, vectors, ladder, identity, args.method, files)
     model.save(Path(args.out))
+    split = model.training["split"]
     accuracy = ", ".join(
         f"{t.name} {a:.2f}" for t, a in zip(ladder.tiers, data.scores.mean(0), strict=True)
     )
-    print(f"trained on {len(texts)} prompts ({accuracy}); classifier in {args.out}")
+    print(
+        f"trained on {split['train']} prompts ({accuracy}); goals are met on "
+        f"{split['validation']} validation prompts; classifier in {args.out}"
+    )
+    if "test" in model.held:
+        print(f"held out ({split['test']} test prompts, never fitted or tuned on):")
+        print(workflow.headline(workflow.held_out_report(model, ladder.prices)))
     return 0
 
 
@@ -138,18 +163,16 @@ def _eval(args: argparse.Namespace) -> int:
     ladder, files, data, identity, vectors = _embedded_data(args)
     if args.classifier:
         model = load(Path(args.classifier), identity)
-        trained_on = {f["sha256"] for f in model.training.get("files", [])}
-        if trained_on & {workflow.file_digest(f) for f in files}:
-            print(
-                "warning: this data was used to train the classifier; these numbers are "
-                "in-sample, not what new traffic will see (use --cv)",
-                file=sys.stderr,
-            )
-        metrics = workflow.evaluate(model, data, vectors, ladder, args.target)
-    else:
+        metrics = workflow.evaluate(model, data, vectors, ladder)
+        left = metrics["left_out_as_trained_on"]
+        if left:
+            print(f"left out {left} prompts the classifier was trained on", file=sys.stderr)
+    elif args.cv:
         metrics = workflow.cross_validate(
-            data, vectors, ladder, identity, args.method, args.target, args.cv, args.repeats, files
+            data, vectors, ladder, identity, args.method, args.cv, args.repeats, files
         )
+    else:
+        metrics = workflow.holdout(data, vectors, ladder, identity, args.method, files)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {
@@ -159,16 +182,19 @@ def _eval(args: argparse.Namespace) -> int:
         **metrics,
     }
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    workflow.plot_curve(metrics, out / "curve.png", f"{ladder.name}: cost vs quality")
-    print(workflow.headline(metrics))
     if "cross_validation" in metrics:
         cv = metrics["cross_validation"]
         print(
-            f"held out ({cv['held_out_runs']} folds): router cost_at_95 "
-            f"{cv['router_cost_at_95']['mean']:.3f} ± {cv['router_cost_at_95']['std']:.3f}, "
-            f"baseline {cv['baseline_cost_at_95']['mean']:.3f}; router better in "
+            f"cross-validation on train + validation ({cv['held_out_runs']} folds; a "
+            f"development aid): router cost_at_95 {cv['router_cost_at_95']['mean']:.3f} ± "
+            f"{cv['router_cost_at_95']['std']:.3f}, baseline "
+            f"{cv['baseline_cost_at_95']['mean']:.3f}; router better in "
             f"{cv['router_beats_baseline_in']}"
         )
+        print(f"wrote {out / 'metrics.json'}")
+        return 0
+    workflow.plot_curve(metrics, out / "curve.png", f"{ladder.name}: cost vs quality (held out)")
+    print(workflow.headline(metrics))
     print(f"wrote {out / 'metrics.json'} and {out / 'curve.png'}")
     return 0
 
@@ -347,8 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--ladder", required=True, help="ladder file (YAML): tiers -> models")
         p.add_argument(
             "--embedder",
-            default="minilm-l6-int8",
-            help="packaged name, onnx:PATH or st:MODEL (default minilm-l6-int8)",
+            default="static-minilm-l6",
+            help="static-minilm-l6 (default), minilm-l6-int8, onnx:PATH or st:MODEL",
         )
         p.add_argument("--method", default="blend", choices=["logistic", "difficulty", "blend"])
         p.add_argument("--models-dir", default=models_dir, help=f"default: {models_dir}")
@@ -363,12 +389,17 @@ def build_parser() -> argparse.ArgumentParser:
     classifier_args(evaluate)
     evaluate.add_argument(
         "--classifier",
-        help="a trained classifier directory; without it, "
-        "cross-validate (train on k-1 folds, score the held-out one)",
+        help="a trained classifier directory, scored on this data (its training prompts "
+        "left out); without it: fit on the train split, score the untouched test split",
     )
-    evaluate.add_argument("--cv", type=int, default=5, help="folds (default 5)")
+    evaluate.add_argument(
+        "--cv",
+        type=int,
+        default=0,
+        help="instead: K-fold cross-validation on the train + validation splits "
+        "(a development aid, not a held-out figure)",
+    )
     evaluate.add_argument("--repeats", type=int, default=3, help="CV repeats (default 3)")
-    evaluate.add_argument("--target", type=float, default=0.7, help="default quality target")
     evaluate.add_argument("--out", required=True, help="directory for metrics.json, curve.png")
     evaluate.set_defaults(run=_eval)
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Rebuild the classifiers shipped in rung/classifiers/defaults (production from the shared data,
-# local from labels/), and their held-out evaluations in
-# bench/results/, from the shared outcome data. Deterministic: same data, same files.
+# local from labels/) on the serving embedder (static-minilm-l6), and their held-out reports in
+# bench/results/classifier/. Each is fitted on its train split, meets goals on its validation
+# split, and is scored on a test split that nothing was fitted or tuned on (split by prompt text).
+# Deterministic: same data, same files.
 #   usage: scripts/build_classifiers.sh [OUTCOMES_DIR]    (default: ../shared/data/outcomes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +16,7 @@ $rung train --data "$data/gsm8k.jsonl" "$data/mmlu-pro.jsonl" --ladder ladders/p
 $rung eval --data "$data/gsm8k.jsonl" "$data/mmlu-pro.jsonl" --ladder ladders/production.yaml \
   --out bench/results/classifier/production
 
-# The issue's two reference ladders, each cross-validated on its own data set.
+# The two reference ladders, each on its own data set's test split.
 $rung eval --data "$data/mmlu-pro.jsonl" --ladder ladders/mmlu-pro.yaml \
   --out bench/results/classifier/mmlu-pro
 $rung eval --data "$data/gsm8k.jsonl" --ladder ladders/gsm8k.yaml \

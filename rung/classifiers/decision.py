@@ -1,7 +1,17 @@
-"""The routing decision: a pure function from per-tier success probabilities to a tier.
+"""The routing decision: pure functions from per-tier success probabilities to a tier.
 
 Used by the gateway (rung.router.decide) and by offline evaluation alike, so that what is
 measured is exactly what serves.
+
+The rule is expected utility: per prompt, the allowed tier that maximises
+`P(success) - lambda * relative_cost`, where a tier's relative cost is its price over the dearest
+allowed price. `lambda` is the price of quality: 0 buys the most probable tier whatever it
+costs, large values buy the cheapest. A dearer tier that is no more likely to succeed never wins
+(it loses utility and gains nothing), which a price-ordered threshold cannot see: on MMLU-Pro,
+Mixtral-8x7B scores like Phi-3-mini at 6x the price. Ties go to the cheaper tier.
+
+`choose_tier_by_threshold` is the older rule (cheapest tier whose probability meets a target),
+kept for configs that still set `routing.quality_target`.
 """
 
 from __future__ import annotations
@@ -11,8 +21,43 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+Array = npt.NDArray[np.float64]
+
+
+def relative_costs(prices: Sequence[float], allowed: Sequence[int]) -> list[float]:
+    top = max(prices[i] for i in allowed)
+    return [p / top if top > 0 else 0.0 for p in prices]
+
 
 def choose_tier(
+    probabilities: Sequence[float],
+    prices: Sequence[float],
+    lam: float,
+    allowed: Sequence[int] | None = None,
+) -> tuple[int, str]:
+    """The allowed tier with the highest P(success) - lam * price/max_price (cheapest on
+    ties). Returns (tier, reason)."""
+    candidates = list(range(len(probabilities))) if allowed is None else list(allowed)
+    if not candidates:
+        raise ValueError("no tier is allowed")
+    costs = relative_costs(prices, candidates)
+    by_price = sorted(candidates, key=lambda i: (prices[i], i))
+    best = max(by_price, key=lambda i: probabilities[i] - lam * costs[i])
+    most_likely = max(by_price, key=lambda i: probabilities[i])
+    if best == most_likely:
+        return best, "most-likely" if best != by_price[0] else "cheapest-is-best"
+    return best, "best-value"
+
+
+def choose_tiers(probabilities: Array, prices: Array, lam: float) -> npt.NDArray[np.int64]:
+    """`choose_tier` for many prompts at once (all tiers allowed): [prompts, tiers] -> [prompts]."""
+    order = np.argsort(prices, kind="stable")
+    costs = prices[order] / prices.max()
+    utility = probabilities[:, order] - lam * costs
+    return np.asarray(order[np.argmax(utility, axis=1)], dtype=np.int64)
+
+
+def choose_tier_by_threshold(
     probabilities: Sequence[float],
     prices: Sequence[float],
     target: float,
@@ -31,10 +76,10 @@ def choose_tier(
     return best, "best-available"
 
 
-def choose_tiers(
-    probabilities: npt.NDArray[np.float64], prices: npt.NDArray[np.float64], target: float
+def choose_tiers_by_threshold(
+    probabilities: Array, prices: Array, target: float
 ) -> npt.NDArray[np.int64]:
-    """`choose_tier` for many prompts at once (all tiers allowed): [prompts, tiers] -> [prompts]."""
+    """`choose_tier_by_threshold` for many prompts at once (all tiers allowed)."""
     order = np.argsort(prices, kind="stable")
     ordered = probabilities[:, order]
     meets = ordered >= target

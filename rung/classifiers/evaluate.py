@@ -1,19 +1,25 @@
 """Offline evaluation: replay routing decisions against recorded outcomes. Pure functions.
 
 Costs are normalised by the cost of sending every prompt to the most expensive tier; quality is
-the mean score. A router's curve comes from sweeping the quality target; any two points on it can
-be mixed (route a share of traffic at each target), so every strategy is judged on the upper
-envelope of its points. The no-information baseline is the envelope of the always-tier-k points.
+the mean score. A router's curve comes from sweeping its decision parameter (the utility rule's
+lambda); any two points on it can be mixed (route a share of traffic at each), so every strategy
+is judged on the upper envelope of its points. The no-information baseline is the envelope of
+the always-tier-k points. These are figures of a curve; what an operator's goal really buys is
+`at_goals`: the parameter chosen on the validation split, applied to held-out prompts.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from rung.classifiers.decision import choose_tiers
+from rung.classifiers.decision import choose_tiers, choose_tiers_by_threshold
+from rung.classifiers.goal import LAMBDAS, at_lambda, describe, meet
+from rung.classifiers.goal import Point as GoalPoint
+from rung.config import GoalConfig
 
 Array = npt.NDArray[np.float64]
 Point = tuple[float, float]  # (normalised cost, mean score)
@@ -102,58 +108,101 @@ def calibration_error(probabilities: Array, outcomes: Array, bins: int = 10) -> 
 
 @dataclass(frozen=True)
 class SweepPoint:
-    target: float
+    lam: float
     cost: float
     score: float
     shares: list[float]
 
 
 def sweep(
-    probabilities: Array, scores: Array, costs: Array, prices: Array, targets: Array | None = None
+    probabilities: Array,
+    scores: Array,
+    costs: Array,
+    prices: Array,
+    lambdas: tuple[float, ...] = LAMBDAS,
 ) -> list[SweepPoint]:
-    grid = np.round(np.linspace(0, 1, 101), 2) if targets is None else targets
+    """The utility rule's points over a lambda grid (each: normalised cost, mean score)."""
     out = []
-    for target in grid:
-        choice = choose_tiers(probabilities, prices, float(target))
+    for lam in lambdas:
+        choice = choose_tiers(probabilities, prices, lam)
         cost, score = replay(choice, scores, costs)
         shares = np.bincount(choice, minlength=scores.shape[1]) / len(choice)
-        out.append(SweepPoint(float(target), cost, score, [float(s) for s in shares]))
+        out.append(SweepPoint(lam, cost, score, [float(s) for s in shares]))
+    return out
+
+
+def threshold_points(
+    probabilities: Array, scores: Array, costs: Array, prices: Array
+) -> list[Point]:
+    """The legacy rule's points (cheapest tier meeting a target), target swept 0..1."""
+    return [
+        replay(choose_tiers_by_threshold(probabilities, prices, float(t)), scores, costs)
+        for t in np.linspace(0, 1, 101)
+    ]
+
+
+STANDARD_GOALS = (
+    GoalConfig(keep=0.90),
+    GoalConfig(keep=0.95),
+    GoalConfig(keep=0.98),
+    GoalConfig(max_cost_share=0.3),
+    GoalConfig(max_cost_share=0.5),
+)
+
+
+def at_goals(
+    validation: list[GoalPoint],
+    probabilities: Array,
+    scores: Array,
+    costs: Array,
+    prices: Array,
+    goals: tuple[GoalConfig, ...] = STANDARD_GOALS,
+) -> list[dict[str, Any]]:
+    """Each goal's lambda, met on the validation curve, then applied to these (held-out) data:
+    what the operator would really get."""
+    out = []
+    for goal in goals:
+        chosen = meet(goal, validation)
+        held = at_lambda(chosen.lam, probabilities, scores, costs, prices)
+        out.append(
+            {
+                "goal": describe(goal),
+                "lambda": chosen.lam,
+                "validation": {"cost_share": chosen.cost_share, "keep": chosen.keep},
+                "held_out": {"cost_share": held.cost_share, "keep": held.keep},
+            }
+        )
     return out
 
 
 def summarize(
-    probabilities: Array, scores: Array, costs: Array, prices: Array, default_target: float
-) -> dict[str, object]:
-    """metrics.json: router vs oracle vs no-information baseline."""
+    probabilities: Array,
+    scores: Array,
+    costs: Array,
+    prices: Array,
+    validation: list[GoalPoint] | None = None,
+) -> dict[str, Any]:
+    """metrics.json for one held-out set: router vs oracle vs no-information baseline, and
+    (given the validation curve) what each standard goal costs and keeps here."""
     points = sweep(probabilities, scores, costs, prices)
     baseline = tier_points(scores, costs)
     # Every strategy can fall back to the top tier (an operator can always pin it), so each
-    # curve ends there; without it a router whose probabilities never favour the top tier
-    # would have no cost at 95% at all.
+    # curve ends there.
     router = [(p.cost, p.score) for p in points] + [baseline[-1]]
+    legacy = [*threshold_points(probabilities, scores, costs, prices), baseline[-1]]
     oracle = [*oracle_points(scores, costs, prices), baseline[-1]]
     need = 0.95 * float(scores[:, -1].mean())
-    choice = choose_tiers(probabilities, prices, default_target)
-    rows = np.arange(len(choice))
-    per_tier = []
-    for k in range(scores.shape[1]):
-        mask = choice == k
-        per_tier.append(
-            {
-                "share": float(mask.mean()),
-                "accuracy_when_routed": float(scores[mask, k].mean()) if mask.any() else None,
-                "accuracy_overall": float(scores[:, k].mean()),
-                "mean_probability": float(probabilities[:, k].mean()),
-            }
-        )
-    default_cost, default_score = replay(choice, scores, costs)
-    return {
+    result: dict[str, Any] = {
         "prompts": len(scores),
         "top_tier_score": float(scores[:, -1].mean()),
         "score_needed_for_95": need,
         "router": {
             "cost_at_95": cost_at(router, need),
             "score_at_half_cost": score_at(router, 0.5),
+        },
+        "threshold_rule": {
+            "cost_at_95": cost_at(legacy, need),
+            "score_at_half_cost": score_at(legacy, 0.5),
         },
         "baseline": {
             "cost_at_95": cost_at(baseline, need),
@@ -164,13 +213,9 @@ def summarize(
             "score_at_half_cost": score_at(oracle, 0.5),
         },
         "calibration_error": calibration_error(probabilities, scores),
-        "default_target": default_target,
-        "at_default_target": {
-            "cost": default_cost,
-            "score": default_score,
-            "tiers": per_tier,
-            "mean_score": float(scores[rows, choice].mean()),
-        },
         "always_tier": [{"cost": c, "score": s} for c, s in baseline],
         "sweep": [p.__dict__ for p in points],
     }
+    if validation is not None:
+        result["goals"] = at_goals(validation, probabilities, scores, costs, prices)
+    return result

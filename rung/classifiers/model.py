@@ -3,6 +3,11 @@
 Every variant rung trains compiles to one linear map over [embedding, standardised text
 features] followed by a sigmoid, so the artifact is a few arrays plus a JSON manifest and loads
 without pickle. `load` refuses a model fitted on a different embedder.
+
+Format 2 also keeps, for the validation and test splits (prompts the weights never saw), each
+prompt's predicted probabilities, its scores and its characters per tier: the gateway meets an
+operator's goal on the validation split for whatever tiers and prices it serves, and reports
+what that costs and keeps on the test split, without the data.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from rung.classifiers.features import FEATURE_NAMES, feature_matrix
 from rung.errors import RungError
 
 Array = npt.NDArray[np.float64]
-FORMAT = "rung-difficulty/1"
+FORMAT = "rung-difficulty/2"
+READABLE = ("rung-difficulty/1", FORMAT)
+SPLITS = ("validation", "test")
 
 
 class ModelError(RungError):
@@ -30,6 +37,22 @@ class ModelError(RungError):
 def sigmoid(x: Array) -> Array:
     out: Array = 1.0 / (1.0 + np.exp(-np.clip(x, -40, 40)))
     return out
+
+
+@dataclass(frozen=True)
+class Held:
+    """A held-out split as the classifier saw it: [prompts, tiers] arrays."""
+
+    probabilities: Array
+    scores: Array
+    chars: Array
+    """prompt + answer characters per tier (cost = price x chars / 4 tokens)."""
+
+    def costs(self, prices: Array) -> Array:
+        return self.chars / 4 * prices / 1e6
+
+    def columns(self, tiers: list[int]) -> Held:
+        return Held(self.probabilities[:, tiers], self.scores[:, tiers], self.chars[:, tiers])
 
 
 @dataclass(frozen=True)
@@ -45,6 +68,12 @@ class DifficultyModel:
     feature_mean: Array
     feature_scale: Array
     training: dict[str, Any] = field(default_factory=dict)
+    held: dict[str, Held] = field(default_factory=dict)
+    """"validation" and "test" splits (empty for a format-1 classifier)."""
+    trained_texts: npt.NDArray[np.uint64] = field(
+        default_factory=lambda: np.zeros(0, dtype=np.uint64)
+    )
+    """64-bit digests of the training prompts (see `text_digests`): evaluation leaves them out."""
 
     @property
     def tier_names(self) -> list[str]:
@@ -68,12 +97,19 @@ class DifficultyModel:
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
-        np.savez(
+        held = {
+            f"{split}_{part}": getattr(h, part).astype(np.float32)
+            for split, h in self.held.items()
+            for part in ("probabilities", "scores", "chars")
+        }
+        np.savez_compressed(
             directory / "weights.npz",
             weights=self.weights,
             bias=self.bias,
             feature_mean=self.feature_mean,
             feature_scale=self.feature_scale,
+            trained_texts=self.trained_texts,
+            **held,
         )
         manifest = {
             "format": FORMAT,
@@ -90,10 +126,15 @@ def load(directory: Path, embedder: dict[str, str] | None = None) -> DifficultyM
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
         with np.load(directory / "weights.npz", allow_pickle=False) as arrays:
-            weights = {k: np.asarray(arrays[k], dtype=np.float64) for k in arrays.files}
+            weights: dict[str, Array] = {
+                k: np.asarray(arrays[k], dtype=np.float64)
+                for k in arrays.files
+                if k != "trained_texts"
+            }
+            digests = np.asarray(arrays.get("trained_texts", np.zeros(0)), dtype=np.uint64)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load the classifier in {directory}: {exc}") from None
-    if manifest.get("format") != FORMAT:
+    if manifest.get("format") not in READABLE:
         raise ModelError(f"{directory}: unknown classifier format {manifest.get('format')!r}")
     if manifest.get("features") != list(FEATURE_NAMES):
         raise ModelError(f"{directory}: made with other text features; retrain it")
@@ -110,11 +151,26 @@ def load(directory: Path, embedder: dict[str, str] | None = None) -> DifficultyM
         feature_mean=weights["feature_mean"],
         feature_scale=weights["feature_scale"],
         training=manifest.get("training", {}),
+        held={
+            split: Held(*(weights[f"{split}_{p}"] for p in ("probabilities", "scores", "chars")))
+            for split in SPLITS
+            if f"{split}_probabilities" in weights
+        },
+        trained_texts=digests,
     )
     n, d = model.weights.shape
     if n != len(model.tiers) or model.bias.shape != (n,) or d <= len(FEATURE_NAMES):
         raise ModelError(f"{directory}: weights do not match the manifest")
     return model
+
+
+def text_digests(texts: list[str]) -> npt.NDArray[np.uint64]:
+    """64-bit digests of whitespace-normalised, case-folded texts: the identity of a prompt for
+    deduplication and for keeping training prompts out of evaluations."""
+    keys = (" ".join(t.split()).casefold().encode() for t in texts)
+    return np.array(
+        [int.from_bytes(hashlib.sha1(k).digest()[:8], "big") for k in keys], dtype=np.uint64
+    )
 
 
 def shipped_dir() -> Path:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,14 @@ from tqdm import tqdm
 
 from rung.classifiers.embedder import Embedder
 from rung.classifiers.evaluate import envelope, summarize
-from rung.classifiers.model import DifficultyModel
+from rung.classifiers.goal import Point as GoalPoint
+from rung.classifiers.goal import curve as goal_curve
+from rung.classifiers.model import DifficultyModel, Held, text_digests
 from rung.classifiers.outcomes import DataError, Ladder, LadderData, ladder_data, read_outcomes
 from rung.classifiers.train import Method, train
 
 Matrix = npt.NDArray[np.float32]
+Array = npt.NDArray[np.float64]
 
 
 def embeddings_cache_dir() -> Path:
@@ -86,6 +90,22 @@ def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+SPLIT = {"train": (0, 70), "validation": (70, 85), "test": (85, 100)}
+"""Buckets of a prompt's text digest (mod 100): a split by text, stable across runs, files and
+machines. Identical texts (after whitespace and case folding) share a bucket."""
+
+
+def split(data: LadderData) -> dict[str, npt.NDArray[np.int64]]:
+    buckets = text_digests([o.prompt for o in data.outcomes]) % np.uint64(100)
+    return {
+        name: np.flatnonzero((buckets >= lo) & (buckets < hi)) for name, (lo, hi) in SPLIT.items()
+    }
+
+
+def _chars(data: LadderData, ladder: Ladder) -> Array:
+    return data.costs / ladder.prices * 1e6 * 4
+
+
 def fit(
     data: LadderData,
     embeddings: Matrix,
@@ -94,29 +114,121 @@ def fit(
     method: Method,
     files: list[Path],
 ) -> DifficultyModel:
-    texts = [o.prompt for o in data.outcomes]
+    """Dedupe, split by text, fit on the train split; keep the validation and test splits'
+    predictions in the model (what goals are met on, and what is reported)."""
+    rows = _dedupe_rows(data)
+    data, embeddings = subset(data, rows), embeddings[rows]
+    parts = split(data)
+    train_idx = parts["train"]
+    train_part = subset(data, train_idx)
+    texts = [o.prompt for o in train_part.outcomes]
     summary = {
         "files": [{"name": f.name, "sha256": file_digest(f)} for f in files],
         "ladder": ladder.name,
-        "prompts": len(texts),
+        "prompts": len(data.outcomes),
+        "split": {name: len(idx) for name, idx in parts.items()},
         "tier_accuracy": [round(float(a), 4) for a in data.scores.mean(axis=0)],
         "other_models": int(data.others.shape[1]),
     }
     tiers = [t.model_dump() for t in ladder.tiers]
-    return train(embeddings, texts, data.scores, data.others, tiers, identity, method, summary)
+    model = train(
+        embeddings[train_idx],
+        texts,
+        train_part.scores,
+        train_part.others,
+        tiers,
+        identity,
+        method,
+        summary,
+    )
+    chars = _chars(data, ladder)
+    held = {}
+    for name in ("validation", "test"):
+        idx = parts[name]
+        if len(idx) == 0:
+            continue
+        probabilities = model.predict(embeddings[idx], [data.outcomes[i].prompt for i in idx])
+        held[name] = Held(probabilities, data.scores[idx], chars[idx])
+    model = replace(model, held=held, trained_texts=text_digests(texts))
+    if "test" in held:
+        model.training["held_out"] = headline_numbers(held_out_report(model, ladder.prices))
+    return model
+
+
+def validation_curve(model: DifficultyModel, prices: Array) -> list[GoalPoint] | None:
+    validation = model.held.get("validation")
+    if validation is None:
+        return None
+    return goal_curve(validation.probabilities, validation.scores, validation.costs(prices), prices)
+
+
+def held_out_report(model: DifficultyModel, prices: Array) -> dict[str, Any]:
+    """metrics of the model's own test split (prompts no fitting or goal saw)."""
+    test = model.held["test"]
+    return summarize(
+        test.probabilities,
+        test.scores,
+        test.costs(prices),
+        prices,
+        validation_curve(model, prices),
+    )
+
+
+def headline_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a manifest records of a held-out evaluation: the curve's figures and the goals."""
+    keep = ("prompts", "router", "threshold_rule", "baseline", "oracle", "calibration_error")
+    return {**{k: metrics[k] for k in keep}, "goals": metrics.get("goals", [])}
 
 
 def evaluate(
-    model: DifficultyModel, data: LadderData, embeddings: Matrix, ladder: Ladder, target: float
+    model: DifficultyModel, data: LadderData, embeddings: Matrix, ladder: Ladder
 ) -> dict[str, Any]:
+    """The model on other data (fresh prompts): its training prompts are left out, goals are
+    met on its own validation split, as the gateway would."""
     if model.tier_names != [t.name for t in ladder.tiers]:
         raise DataError(
             f"the classifier's tiers {model.tier_names} are not the ladder's "
             f"{[t.name for t in ladder.tiers]}"
         )
-    texts = [o.prompt for o in data.outcomes]
-    probabilities = model.predict(embeddings, texts)
-    return summarize(probabilities, data.scores, data.costs, ladder.prices, target)
+    rows = _dedupe_rows(data)
+    digests = text_digests([data.outcomes[i].prompt for i in rows])
+    fresh = rows[~np.isin(digests, model.trained_texts)]
+    if len(fresh) == 0:
+        raise DataError("every prompt of this data was used to train the classifier")
+    part = subset(data, fresh)
+    texts = [o.prompt for o in part.outcomes]
+    probabilities = model.predict(embeddings[fresh], texts)
+    metrics = summarize(
+        probabilities,
+        part.scores,
+        part.costs,
+        ladder.prices,
+        validation_curve(model, ladder.prices),
+    )
+    return {"left_out_as_trained_on": int(len(rows) - len(fresh)), **metrics}
+
+
+def holdout(
+    data: LadderData,
+    embeddings: Matrix,
+    ladder: Ladder,
+    identity: dict[str, str],
+    method: Method,
+    files: list[Path],
+) -> dict[str, Any]:
+    """Fit on the train split, meet goals on validation, report the untouched test split."""
+    model = fit(data, embeddings, ladder, identity, method, files)
+    return {"split": model.training["split"], **held_out_report(model, ladder.prices)}
+
+
+def _dedupe_rows(data: LadderData) -> npt.NDArray[np.int64]:
+    seen: set[int] = set()
+    rows = []
+    for i, digest in enumerate(text_digests([o.prompt for o in data.outcomes]).tolist()):
+        if digest not in seen:
+            seen.add(digest)
+            rows.append(i)
+    return np.array(rows, dtype=np.int64)
 
 
 def cross_validate(
@@ -125,30 +237,38 @@ def cross_validate(
     ladder: Ladder,
     identity: dict[str, str],
     method: Method,
-    target: float,
     folds: int = 5,
     repeats: int = 3,
     files: list[Path] | None = None,
 ) -> dict[str, Any]:
-    """Train on k-1 folds, evaluate on the held-out one; every prompt is held out once per
-    repeat. Reports each metric's mean and standard deviation over the held-out folds."""
+    """A development aid, never a headline: k-fold CV over the train + validation splits (the
+    test split stays untouched). Reports each metric's mean and std over the held-out folds."""
+    rows = _dedupe_rows(data)
+    data, embeddings = subset(data, rows), embeddings[rows]
+    parts = split(data)
+    pool = np.concatenate([parts["train"], parts["validation"]])
+    data, embeddings = subset(data, pool), embeddings[pool]
     runs: list[dict[str, Any]] = []
     n = len(data.outcomes)
-    out_of_fold = np.zeros(data.scores.shape)
     texts = [o.prompt for o in data.outcomes]
     for repeat in range(repeats):
         assignment = np.random.default_rng(repeat).permutation(n) % folds
         for fold in range(folds):
             train_idx = np.flatnonzero(assignment != fold)
             test_idx = np.flatnonzero(assignment == fold)
-            part = _subset(data, train_idx)
-            model = fit(part, embeddings[train_idx], ladder, identity, method, files or [])
-            runs.append(
-                evaluate(model, _subset(data, test_idx), embeddings[test_idx], ladder, target)
+            part = subset(data, train_idx)
+            model = train(
+                embeddings[train_idx],
+                [texts[i] for i in train_idx],
+                part.scores,
+                part.others,
+                [t.model_dump() for t in ladder.tiers],
+                identity,
+                method,
             )
-            if repeat == 0:
-                held_texts = [texts[i] for i in test_idx]
-                out_of_fold[test_idx] = model.predict(embeddings[test_idx], held_texts)
+            held = subset(data, test_idx)
+            probabilities = model.predict(embeddings[test_idx], [texts[i] for i in test_idx])
+            runs.append(summarize(probabilities, held.scores, held.costs, ladder.prices))
 
     def stat(path: tuple[str, ...]) -> dict[str, float]:
         values = []
@@ -161,29 +281,25 @@ def cross_validate(
 
     keys = {
         "router_cost_at_95": ("router", "cost_at_95"),
+        "threshold_rule_cost_at_95": ("threshold_rule", "cost_at_95"),
         "baseline_cost_at_95": ("baseline", "cost_at_95"),
         "oracle_cost_at_95": ("oracle", "cost_at_95"),
-        "router_score_at_half_cost": ("router", "score_at_half_cost"),
-        "baseline_score_at_half_cost": ("baseline", "score_at_half_cost"),
         "calibration_error": ("calibration_error",),
     }
     wins = sum(r["router"]["cost_at_95"] < r["baseline"]["cost_at_95"] for r in runs)
-    pooled = summarize(out_of_fold, data.scores, data.costs, ladder.prices, target)
     return {
         "cross_validation": {
+            "note": "train + validation splits only; a development aid, not a held-out figure",
             "folds": folds,
             "repeats": repeats,
             "held_out_runs": len(runs),
             "router_beats_baseline_in": f"{wins}/{len(runs)}",
             **{name: stat(path) for name, path in keys.items()},
-        },
-        # One curve from out-of-fold predictions: every prompt scored by a model that never saw
-        # it (first repeat).
-        **pooled,
+        }
     }
 
 
-def _subset(data: LadderData, rows: npt.NDArray[np.int64]) -> LadderData:
+def subset(data: LadderData, rows: npt.NDArray[np.int64]) -> LadderData:
     return LadderData(
         [data.outcomes[i] for i in rows], data.scores[rows], data.costs[rows], data.others[rows]
     )
@@ -202,7 +318,7 @@ def plot_curve(metrics: dict[str, Any], path: Path, title: str) -> None:
         [p["score"] for p in sweep],
         "-o",
         markersize=2,
-        label="rung classifier (quality target swept)",
+        label="rung classifier (utility rule, lambda swept)",
     )
     tiers = metrics["always_tier"]
     ax.plot(
@@ -246,9 +362,16 @@ def plot_curve(metrics: dict[str, Any], path: Path, title: str) -> None:
 def headline(metrics: dict[str, Any]) -> str:
     r, b, o = metrics["router"], metrics["baseline"], metrics["oracle"]
     need = metrics["score_needed_for_95"]
-    return (
-        f"cost_at_95: router {r['cost_at_95']:.3f}, baseline {b['cost_at_95']:.3f}, "
-        f"oracle {o['cost_at_95']:.3f} (score needed {need:.3f}); score_at_half_cost: "
-        f"router {r['score_at_half_cost']:.3f}, baseline {b['score_at_half_cost']:.3f}; "
+    lines = [
+        f"cost_at_95: router {r['cost_at_95']:.3f}, no-information baseline "
+        f"{b['cost_at_95']:.3f}, oracle {o['cost_at_95']:.3f} (legacy threshold rule "
+        f"{metrics['threshold_rule']['cost_at_95']:.3f}; score needed {need:.3f}); "
         f"calibration error {metrics['calibration_error']:.3f}"
-    )
+    ]
+    for g in metrics.get("goals", []):
+        v, h = g["validation"], g["held_out"]
+        lines.append(
+            f"  goal {g['goal']:<20} lambda {g['lambda']:.3g}: held out keeps {h['keep']:.3f} "
+            f"at cost {h['cost_share']:.3f} (validation: {v['keep']:.3f} at {v['cost_share']:.3f})"
+        )
+    return "\n".join(lines)

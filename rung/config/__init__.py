@@ -1,5 +1,6 @@
 """The typed admin config: one frozen object built at startup from a YAML file."""
 
+from rung.config.goal import DEFAULT_GOAL, GoalConfig
 from rung.config.loader import load_config, parse_config
 from rung.config.models import (
     ROUTED_MODEL_NAMES,
@@ -17,11 +18,13 @@ from rung.config.models import (
 from rung.config.tenants import AuthConfig, LimitsConfig, Policy, TenantConfig
 
 __all__ = [
+    "DEFAULT_GOAL",
     "ROUTED_MODEL_NAMES",
     "AuthConfig",
     "BackendConfig",
     "CacheConfig",
     "EscalationConfig",
+    "GoalConfig",
     "HealthSettings",
     "LimitsConfig",
     "LocalTier",

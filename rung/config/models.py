@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from rung.config.base import Frozen
+from rung.config.goal import GoalConfig
 from rung.config.tenants import AuthConfig, LimitsConfig, Policy, TenantConfig
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -119,22 +120,32 @@ class TierConfig(_Frozen):
 
 class RoutingConfig(_Frozen):
     policy: Literal["classifier", "length"] = "classifier"
-    """`classifier`: P(tier answers well) from the prompt's embedding, then the cheapest tier
-    meeting `quality_target`; `length`: a rule on prompt length. See docs/routing.md."""
+    """`classifier`: P(tier answers well) from the prompt's embedding, then the tier with the
+    best expected value for `goal`; `length`: a rule on prompt length. See docs/routing.md."""
     classifier: str = "production"
     """A shipped classifier's name (`production`) or a classifier directory (`rung train`).
     Its tiers are matched to the config's by name; unmatched config tiers are never routed to
     (only pinned or used as fallback)."""
-    embedder: str = "minilm-l6-int8"
-    """Must be the embedder the classifier was trained with (checked at startup)."""
-    quality_target: float = Field(default=0.7, ge=0, le=1)
-    """Minimum predicted P(success) for a tier to be chosen."""
+    embedder: str = "static-minilm-l6"
+    """Must be the embedder the classifier was trained with (checked at startup):
+    `static-minilm-l6` (default, distilled once from MiniLM) or `minilm-l6-int8`."""
+    goal: GoalConfig | None = None
+    """Default: keep 95% of the top tier's quality. See GoalConfig."""
+    quality_target: float | None = Field(default=None, ge=0, le=1)
+    """Legacy rule instead of `goal`: the cheapest tier whose predicted P(success) reaches this
+    probability. It says nothing about the quality kept or the cost; prefer `goal`."""
     embed_batch_max: int = Field(default=32, ge=1, le=1024)
     embed_batch_wait_ms: float = Field(default=2.0, ge=0, le=100)
     embed_threads: int = Field(default=2, ge=1, le=64)
     """onnxruntime threads per embedding call (bench/classifier.py: 2 halves latency on 2 cores)."""
     length_thresholds: list[int] = Field(default_factory=lambda: [2000])
     """`length` policy: tier i serves prompts of at most thresholds[i] characters."""
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> RoutingConfig:
+        if self.goal is not None and self.quality_target is not None:
+            raise ValueError("set `goal` or the legacy `quality_target`, not both")
+        return self
 
     @field_validator("length_thresholds")
     @classmethod
@@ -156,6 +167,10 @@ class CacheConfig(_Frozen):
     """Longest wait for Redis on a request; past it the cache is bypassed for that request."""
     semantic: bool = True
     """Also match rephrased questions by embedding (exact matches only when false)."""
+    embedder: str | None = "minilm-l6-int8"
+    """What rephrasings are matched with (None: routing.embedder). MiniLM by default: the
+    static embedder routes as well but is a bag of words ("5 km to miles" = "5 miles to km"),
+    and the similarity threshold and near-miss guard were measured with MiniLM."""
     similarity_threshold: float = Field(default=0.87, gt=0, le=1)
     """Lowest cosine for a semantic hit (bench/cache_quality.py chose it)."""
     ttl_s: PositiveSeconds = 86_400.0

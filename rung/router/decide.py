@@ -1,9 +1,10 @@
 """Choosing a tier before any model runs.
 
-`ClassifierChooser` (the default) embeds the routing text once (micro-batched), asks the
-difficulty model for P(each tier answers well) and applies the pure decision rule
-(rung.classifiers.decision.choose_tier). `LengthChooser` is a plain rule on prompt length.
-Both implement `TierChooser`; see docs/routing.md.
+`ClassifierChooser` (the default) embeds the routing text once, asks the difficulty model for
+P(each tier answers well) and applies the pure utility rule (rung.classifiers.decision) with
+the lambda that meets the request's goal on the classifier's validation split, for the tiers and
+prices this config serves. `LengthChooser` is a plain rule on prompt length. Both implement
+`TierChooser`; see docs/routing.md.
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ from typing import Protocol
 import numpy as np
 
 from rung.classifiers.batcher import MicroBatcher
-from rung.classifiers.decision import choose_tier
+from rung.classifiers.decision import choose_tier, choose_tier_by_threshold
+from rung.classifiers.goal import Point, at_lambda, curve, describe, eased, meet
 from rung.classifiers.model import DifficultyModel
-from rung.config import TierConfig
+from rung.config import DEFAULT_GOAL, GoalConfig, TierConfig
 from rung.errors import ConfigError
+
+LAMBDA_MEMO = 4096
+"""(goal, allowed tiers) pairs whose lambda is kept; goals are few, so this never fills in
+practice (it is cleared when it does)."""
 
 
 @dataclass(frozen=True)
@@ -29,10 +35,14 @@ class Query:
     """Characters in the whole prompt (all messages)."""
     vector: np.ndarray | None = None
     """The routing text's embedding when the pipeline already computed it (never embed twice)."""
+    goal: GoalConfig | None = None
+    """The tenant's goal (None with `target` None too: the config's)."""
     target: float | None = None
-    """The tenant's quality target (None: the config's)."""
+    """The tenant's legacy quality target, instead of a goal."""
     allowed: tuple[int, ...] | None = None
     """Config tier indices the tenant may use (None: all)."""
+    eased: float = 0.0
+    """Budget downshift: how far the goal is relaxed toward the cheapest setting (0..1)."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +107,8 @@ class ClassifierChooser:
         model: DifficultyModel,
         batcher: MicroBatcher,
         tiers: Sequence[TierConfig],
-        target: float,
+        goal: GoalConfig | None,
+        target: float | None = None,
     ) -> None:
         names = [t.name for t in tiers]
         # Classifier tier k -> config tier index (None: not served by this config).
@@ -111,6 +122,14 @@ class ClassifierChooser:
                     f"tiers {names}"
                 ],
             )
+        if target is None and "validation" not in model.held:
+            raise ConfigError(
+                "routing.goal",
+                [
+                    "this classifier has no validation split to meet a goal on (made before "
+                    "rung 0.2?): retrain it with `rung train`, or set routing.quality_target"
+                ],
+            )
         self.prices = [
             (tiers[i].price.input_per_mtok + tiers[i].price.output_per_mtok) / 2
             if i is not None
@@ -119,24 +138,77 @@ class ClassifierChooser:
         ]
         self.model = model
         self.batcher = batcher
+        self.goal = goal
         self.target = target
-        self.fingerprint = (
-            f"classifier:{model.fingerprint}/target={target:g}/tiers={','.join(names)}"
+        self._lambdas: dict[tuple[GoalConfig, tuple[int, ...]], float] = {}
+        self._curves: dict[tuple[int, ...], list[Point]] = {}
+        shown = describe(goal or DEFAULT_GOAL)
+        rule = f"target={target:g}" if target is not None else f"goal={shown}"
+        self.fingerprint = f"classifier:{model.fingerprint}/{rule}/tiers={','.join(names)}"
+
+    def lam_for(self, goal: GoalConfig, allowed: Sequence[int], progress: float = 0.0) -> float:
+        """The lambda that meets `goal` on the validation split, over these classifier tiers at
+        this config's prices (relaxed by budget downshift `progress`)."""
+        tiers = tuple(sorted(allowed))
+        if progress > 0:
+            floor = self._points(tiers)[-1].keep  # the largest lambda: the cheapest tier
+            goal = eased(goal, round(progress, 2), floor)
+        key = (goal, tiers)
+        lam = self._lambdas.get(key)
+        if lam is None:
+            if len(self._lambdas) >= LAMBDA_MEMO:
+                self._lambdas.clear()
+            lam = self._lambdas[key] = meet(goal, self._points(tiers)).lam
+        return lam
+
+    def held_out(self, goal: GoalConfig) -> str:
+        """What `goal` keeps and costs on the classifier's test split, for the served tiers at
+        this config's prices (for the startup log: an operator sees what the goal buys)."""
+        test = self.model.held.get("test")
+        if test is None:
+            return "no held-out split to report on"
+        tiers = sorted(self.allowed)
+        lam = self.lam_for(goal, tiers)
+        part = test.columns(tiers)
+        prices = np.array([self.prices[k] for k in tiers], dtype=np.float64)
+        point = at_lambda(lam, part.probabilities, part.scores, part.costs(prices), prices)
+        top = self.model.tier_names[tiers[int(np.argmax(prices))]]
+        return (
+            f"lambda {lam:.3g}; on {len(part.scores)} held-out prompts it keeps "
+            f"{point.keep:.1%} of {top}'s score at {point.cost_share:.1%} of its cost"
         )
+
+    def _points(self, tiers: tuple[int, ...]) -> list[Point]:
+        points = self._curves.get(tiers)
+        if points is None:  # at most one per subset of tiers a tenant may use
+            validation = self.model.held["validation"].columns(list(tiers))
+            prices = np.array([self.prices[k] for k in tiers], dtype=np.float64)
+            points = self._curves[tiers] = curve(
+                validation.probabilities, validation.scores, validation.costs(prices), prices
+            )
+        return points
 
     async def choose(self, query: Query) -> Decision:
         vector = query.vector if query.vector is not None else await self.batcher.embed(query.text)
         probabilities = self.model.predict(vector[None, :], [query.text])[0]
-        target = self.target if query.target is None else query.target
         allowed = self.allowed
         if query.allowed is not None:
             allowed = [k for k in self.allowed if self.index[k] in query.allowed]
             if not allowed:  # the tenant may use none of the classifier's tiers
                 tier = min(query.allowed)
                 return Decision(tier, "tenant policy: no classified tier allowed", vector)
-        k, why = choose_tier(list(probabilities), self.prices, target, allowed)
+        shown = " ".join(f"{self.model.tier_names[j]}={probabilities[j]:.2f}" for j in allowed)
+        target = query.target if query.goal is None else None
+        if query.goal is None and query.target is None:
+            target = self.target
+        if target is not None:
+            k, why = choose_tier_by_threshold(list(probabilities), self.prices, target, allowed)
+            rule = f"target={target:g}"
+        else:
+            goal = query.goal or self.goal or DEFAULT_GOAL
+            lam = self.lam_for(goal, allowed, query.eased)
+            k, why = choose_tier(list(probabilities), self.prices, lam, allowed)
+            rule = f"goal={describe(goal)} lambda={lam:.3g}"
         chosen = self.index[k]
         assert chosen is not None
-        shown = " ".join(f"{self.model.tier_names[j]}={probabilities[j]:.2f}" for j in allowed)
-        reason = f"classifier {shown} target={target:g} {why}"
-        return Decision(chosen, reason, vector)
+        return Decision(chosen, f"classifier {shown} {rule} {why}", vector)

@@ -2,8 +2,8 @@
 the ladder when a tier is down, store what may be stored.
 
 This is the only module that sequences I/O. Later steps (escalation, accounting) slot in here, in
-the order ARCHITECTURE.md gives. The routing text is embedded at most once per request: the cache
-and the classifier share the vector.
+the order ARCHITECTURE.md gives. The routing text is embedded at most once per embedder: when
+the cache and the classifier use the same one (`cache.embedder`), they share the vector.
 """
 
 from __future__ import annotations
@@ -124,12 +124,17 @@ class Pipeline:
         cache: SemanticCache | None = None,
         embed: Embed | None = None,
         calibrator: Calibrator | None = None,
+        cache_embed: Embed | None = None,
     ) -> None:
         self.config = config
         self.pools = pools
         self.chooser = chooser
         self.cache = cache
         self.embed = embed
+        """The routing embedder (None when the routing policy needs none)."""
+        self.cache_embed = cache_embed
+        """The cache's embedder: the same function as `embed` when they share a model, and
+        then the routing text is embedded once for both."""
         self.calibrator = calibrator
 
     async def plan(
@@ -145,7 +150,9 @@ class Pipeline:
     ) -> Plan:
         tenant = policy.tenant if policy is not None else DEFAULT_TENANT
         allowed = policy.allowed if policy is not None else None
+        goal = policy.goal if policy is not None else None
         target = policy.quality_target if policy is not None else None
+        eased = policy.eased if policy is not None else 0.0
         pinned: int | None = None
         if model not in ROUTED_MODEL_NAMES:
             pinned = self.config.tier_index(model)
@@ -160,7 +167,8 @@ class Pipeline:
                     param="model",
                 )
         route_key = (
-            f"{self.chooser.fingerprint}/target={target}/allowed={allowed}"
+            f"{self.chooser.fingerprint}/goal={goal}/target={target}/eased={eased:.2f}"
+            f"/allowed={allowed}"
             if pinned is None
             else f"pinned:{self.config.tiers[pinned].name}"
         )
@@ -169,18 +177,32 @@ class Pipeline:
         memo: list[tuple[np.ndarray | None, Decision]] = []
 
         async def decide() -> tuple[np.ndarray | None, Decision]:
+            """(the cache's vector, the routing decision), computed once."""
             if not memo:
                 vector = None
-                if self.embed is not None and (pinned is None or key is not None):
+                if self.embed is not None and pinned is None:
                     vector = await self.embed(query.text)
                 if pinned is None:
                     decision = await self.chooser.choose(
-                        Query(query.text, query.prompt_chars, vector, target, allowed)
+                        Query(
+                            query.text,
+                            query.prompt_chars,
+                            vector,
+                            goal,
+                            target,
+                            allowed,
+                            eased,
+                        )
                     )
                 else:
                     # Pinned: a promise; fails over between its replicas, never to another tier.
                     decision = Decision(pinned, "pinned")
-                memo.append((vector if vector is not None else decision.embedding, decision))
+                routed = vector if vector is not None else decision.embedding
+                found = None
+                if key is not None and self.cache_embed is not None:
+                    shared = self.cache_embed == self.embed and routed is not None
+                    found = routed if shared else await self.cache_embed(query.text)
+                memo.append((found, decision))
             return memo[0]
 
         async def decided_name() -> tuple[Any, str]:

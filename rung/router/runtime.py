@@ -25,13 +25,15 @@ from rung.cache.semantic import SemanticCache
 from rung.cache.stores import STORES
 from rung.classifiers.batcher import MicroBatcher
 from rung.classifiers.embedder import open_embedder
+from rung.classifiers.goal import describe
 from rung.classifiers.model import load, resolve
 from rung.confidence.calibrator import load_calibrator, shipped_calibrator
-from rung.config import RungConfig, load_config
+from rung.config import DEFAULT_GOAL, RungConfig, load_config
 from rung.errors import ConfigError
 from rung.router.decide import ClassifierChooser, LengthChooser, TierChooser
 from rung.router.pipeline import Pipeline
 from rung.tenants.gate import Gate
+from rung.tenants.policy import routing_rule
 from rung.tenants.stores import build_stores
 from rung.weights.fetch import default_models_dir
 
@@ -39,56 +41,93 @@ log = logging.getLogger("rung.router")
 WATCH_INTERVAL_S = 2.0
 
 
-def needs_embedder(config: RungConfig) -> bool:
+def cache_embedder(config: RungConfig) -> str | None:
+    """The embedder the semantic cache matches with (None: the cache needs none)."""
     cache = config.cache
-    return config.routing.policy == "classifier" or (cache.enabled and cache.semantic)
+    if not (cache.enabled and cache.semantic):
+        return None
+    return cache.embedder or config.routing.embedder
+
+
+def embedder_specs(config: RungConfig) -> list[str]:
+    """The embedders this config runs: the classifier's and the cache's (once when shared)."""
+    specs = [config.routing.embedder] if config.routing.policy == "classifier" else []
+    cached = cache_embedder(config)
+    if cached is not None and cached not in specs:
+        specs.append(cached)
+    return specs
+
+
+def needs_embedder(config: RungConfig) -> bool:
+    return bool(embedder_specs(config))
+
+
+@dataclass(frozen=True)
+class Opened:
+    batcher: MicroBatcher
+    dimension: int
+    identity: dict[str, str]
 
 
 @dataclass
 class Routing:
     chooser: TierChooser
-    batcher: MicroBatcher | None = None
-    """The shared, micro-batched embedder (None when neither the classifier nor the semantic
-    cache needs one)."""
-    dimension: int | None = None
-    identity: dict[str, str] = field(default_factory=dict)
+    embedders: dict[str, Opened] = field(default_factory=dict)
+    """Each micro-batched embedder by spec (empty when neither the classifier nor the
+    semantic cache needs one)."""
+    routing: Opened | None = None
+    """The classifier's embedder (None for the length policy)."""
+    cache: Opened | None = None
+    """The semantic cache's embedder (may be the classifier's)."""
 
 
 def _embedder_settings(config: RungConfig) -> tuple[Any, ...]:
     r = config.routing
-    return (r.embedder, r.embed_batch_max, r.embed_batch_wait_ms, r.embed_threads)
+    return (
+        tuple(embedder_specs(config)),
+        r.embed_batch_max,
+        r.embed_batch_wait_ms,
+        r.embed_threads,
+    )
+
+
+def _open(config: RungConfig, spec: str) -> Opened:
+    routing = config.routing
+    embedder, identity = open_embedder(spec, default_models_dir(), threads=routing.embed_threads)
+    dimension = int(embedder.embed(["dimension probe"]).shape[1])
+    batcher = MicroBatcher(embedder, routing.embed_batch_max, routing.embed_batch_wait_ms / 1000)
+    return Opened(batcher, dimension, identity)
 
 
 def build_routing(config: RungConfig, reuse: Routing | None = None) -> Routing:
-    """The routing policy's chooser and the shared embedder (reused from `reuse` when given).
-    Blocking: loads files, may fetch the embedder's model file on first use."""
+    """The routing policy's chooser and the embedders (reused from `reuse` when given).
+    Blocking: loads files, may fetch or distil an embedder's model on first use."""
     routing = config.routing
     names = tuple(t.name for t in config.tiers)
-    if not needs_embedder(config):
-        return Routing(LengthChooser(tuple(routing.length_thresholds), len(names), names))
-    if reuse is not None and reuse.batcher is not None:
-        batcher, dimension, identity = reuse.batcher, reuse.dimension, reuse.identity
+    if reuse is not None and reuse.embedders:
+        embedders = reuse.embedders
     else:
-        embedder, identity = open_embedder(
-            routing.embedder, default_models_dir(), threads=routing.embed_threads
-        )
-        dimension = int(embedder.embed(["dimension probe"]).shape[1])
-        batcher = MicroBatcher(
-            embedder, routing.embed_batch_max, routing.embed_batch_wait_ms / 1000
-        )
+        embedders = {spec: _open(config, spec) for spec in embedder_specs(config)}
+    cached = cache_embedder(config)
+    cache = embedders[cached] if cached is not None else None
     if routing.policy == "length":
         chooser: TierChooser = LengthChooser(tuple(routing.length_thresholds), len(names), names)
-        return Routing(chooser, batcher, dimension, identity)
-    model = load(resolve(routing.classifier), identity)
-    chooser = ClassifierChooser(model, batcher, config.tiers, routing.quality_target)
+        return Routing(chooser, embedders, None, cache)
+    opened = embedders[routing.embedder]
+    model = load(resolve(routing.classifier), opened.identity)
+    goal, target = routing_rule(config, config.defaults)
+    goal = goal or DEFAULT_GOAL
+    chooser = ClassifierChooser(model, opened.batcher, config.tiers, goal, target)
     log.info(
-        "routing with classifier %s (tiers %s) on embedder %s, quality target %g",
+        "routing with classifier %s (tiers %s) on embedder %s, %s",
         routing.classifier,
         ", ".join(model.tier_names),
-        identity["name"],
-        routing.quality_target,
+        opened.identity["name"],
+        f"legacy quality target {target:g}"
+        if target is not None
+        else f"goal {describe(goal)}: {chooser.held_out(goal)}",
     )
-    return Routing(chooser, batcher, dimension, identity)
+    return Routing(chooser, embedders, opened, cache)
 
 
 def build_cache(
@@ -136,8 +175,8 @@ class Runtime:
         if old is not None and _embedder_settings(old.config) == _embedder_settings(config):
             reuse = old.routing
         routing = await asyncio.to_thread(build_routing, config, reuse)
-        if routing.batcher is not None:
-            reused_batcher = reuse is not None and reuse.batcher is routing.batcher
+        if routing.embedders:
+            reused_batcher = reuse is not None and reuse.embedders is routing.embedders
             (reused if reused_batcher else fresh).add("embedder")
         if old is not None and old.config.limits == config.limits:
             stores = (old.gate.ledger, old.gate.limiter, old.gate.usage)
@@ -152,15 +191,17 @@ class Runtime:
             cache.set_groups(gate.groups())
             reused.add("cache")
         else:
-            cache = build_cache(config, routing.dimension, gate.groups())
+            dimension = routing.cache.dimension if routing.cache is not None else None
+            cache = build_cache(config, dimension, gate.groups())
             if cache is not None:
                 await cache.start()
                 fresh.add("cache")
-        embed = routing.batcher.embed if routing.batcher is not None else None
+        embed = routing.routing.batcher.embed if routing.routing is not None else None
+        cache_embed = routing.cache.batcher.embed if routing.cache is not None else None
         calibrator = None
         if config.escalation.enabled:
             calibrator = load_calibrator(shipped_calibrator(config.escalation.calibrator))
-        pipeline = Pipeline(config, pools, routing.chooser, cache, embed, calibrator)
+        pipeline = Pipeline(config, pools, routing.chooser, cache, embed, calibrator, cache_embed)
         owned = set(fresh)
         if old is not None:  # what is taken over is closed by whoever holds it last
             owned |= reused & old._owned
@@ -201,8 +242,9 @@ class Runtime:
                 await pool.aclose()
         if "cache" in self._owned and self.cache is not None:
             await self.cache.aclose()
-        if "embedder" in self._owned and self.routing.batcher is not None:
-            self.routing.batcher.close()
+        if "embedder" in self._owned:
+            for opened in self.routing.embedders.values():
+                opened.batcher.close()
 
 
 class Reloader:

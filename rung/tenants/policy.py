@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from rung.config import Policy, RungConfig
+from rung.config import DEFAULT_GOAL, GoalConfig, Policy, RungConfig
 
 DEFAULT_DOWNSHIFT_FROM = 0.8
 MICRO = 1_000_000
@@ -18,7 +18,10 @@ class TenantPolicy:
     tenant: str
     allowed: tuple[int, ...]
     """Tier indices this tenant may use, smallest first."""
-    quality_target: float
+    goal: GoalConfig | None
+    """What routing should achieve for this tenant (None when the legacy threshold is set)."""
+    quality_target: float | None
+    """The legacy threshold rule's target (None when a goal is set)."""
     escalation_threshold: float | None
     cache: bool
     cache_group: str | None
@@ -30,6 +33,8 @@ class TenantPolicy:
     tokens_per_minute: int | None
     on_budget: str
     downshift_from: float
+    eased: float = 0.0
+    """How far budget downshift has relaxed the goal (0: not at all, 1: the cheapest)."""
 
     @property
     def metered(self) -> bool:
@@ -40,8 +45,20 @@ def _merge(base: Policy, override: Policy) -> Policy:
     return base.model_copy(update=override.model_dump(exclude_none=True))
 
 
+def routing_rule(config: RungConfig, policy: Policy) -> tuple[GoalConfig | None, float | None]:
+    """(goal, legacy target): the most specific level that sets either one wins (the tenant,
+    then `defaults`, then `routing`); with none set, keep 95% of the top tier's quality."""
+    for level in (policy, config.defaults, config.routing):
+        if level.goal is not None:
+            return level.goal, None
+        if level.quality_target is not None:
+            return None, level.quality_target
+    return DEFAULT_GOAL, None
+
+
 def resolve(config: RungConfig, tenant: str, policy: Policy) -> TenantPolicy:
     merged = _merge(config.defaults, policy)
+    goal, target = routing_rule(config, policy)
     names = [t.name for t in config.tiers]
     top = names.index(merged.max_tier) if merged.max_tier else len(names) - 1
     allowed = tuple(
@@ -52,11 +69,8 @@ def resolve(config: RungConfig, tenant: str, policy: Policy) -> TenantPolicy:
     return TenantPolicy(
         tenant=tenant,
         allowed=allowed or (0,),
-        quality_target=(
-            merged.quality_target
-            if merged.quality_target is not None
-            else config.routing.quality_target
-        ),
+        goal=goal,
+        quality_target=target,
         escalation_threshold=merged.escalation_threshold,
         cache=merged.cache if merged.cache is not None else True,
         cache_group=merged.cache_group,
@@ -92,8 +106,9 @@ def downshift(policy: TenantPolicy, share: float) -> tuple[TenantPolicy, float]:
     """The policy to route this request with, given the budget share used, and how far into
     the downshift band it is (0: not at all, 1: at the budget).
 
-    From `downshift_from` of the budget to all of it, the quality target falls linearly to 0
-    and the highest allowed tier steps down to the smallest: spend slows as the budget nears.
+    From `downshift_from` of the budget to all of it, the goal eases linearly to the cheapest
+    setting (the legacy quality target falls linearly to 0) and the highest allowed tier steps
+    down to the smallest: spend slows as the budget nears.
     """
     if policy.on_budget != "downshift" or share < policy.downshift_from:
         return policy, 0.0
@@ -102,7 +117,12 @@ def downshift(policy: TenantPolicy, share: float) -> tuple[TenantPolicy, float]:
     shifted = replace(
         policy,
         allowed=policy.allowed[:keep],
-        quality_target=round(policy.quality_target * (1 - progress), 4),
+        quality_target=(
+            None
+            if policy.quality_target is None
+            else round(policy.quality_target * (1 - progress), 4)
+        ),
+        eased=progress,
     )
     return shifted, progress
 

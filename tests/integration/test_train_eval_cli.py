@@ -44,24 +44,42 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         cache=tmp / "cache",
     )
     assert result.returncode == 0, result.stderr
-    assert "trained on 150 prompts" in result.stdout
+    assert "goals are met on" in result.stdout
+    assert "held out (" in result.stdout
     return out, tmp
 
 
 def test_train_writes_a_manifest_that_describes_the_data(trained):
     out, _ = trained
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["format"] == "rung-difficulty/2"
     assert [t["name"] for t in manifest["tiers"]] == ["tiny", "small", "medium", "large", "xlarge"]
-    assert manifest["embedder"]["name"] == "minilm-l6-int8"
-    assert manifest["training"]["prompts"] == 150
-    assert manifest["training"]["files"][0]["name"] == "outcomes-fixture.jsonl"
-    assert len(manifest["training"]["tier_accuracy"]) == 5
+    assert manifest["embedder"]["name"] == "static-minilm-l6"
+    training = manifest["training"]
+    assert training["prompts"] == 150
+    split = training["split"]
+    assert split["train"] + split["validation"] + split["test"] == 150
+    assert 80 <= split["train"] <= 125  # 70% of the texts, give or take the hash
+    assert training["files"][0]["name"] == "outcomes-fixture.jsonl"
+    assert len(training["tier_accuracy"]) == 5
+    held = training["held_out"]
+    assert held["prompts"] == split["test"]
+    assert {g["goal"] for g in held["goals"]} >= {"keep:0.95", "max_cost_share:0.5"}
     assert (tmp := trained[1] / "cache" / "rung" / "embeddings").exists()
     assert any(tmp.iterdir())
 
 
-def test_eval_of_a_trained_classifier_warns_when_the_data_is_not_held_out(trained):
+def test_the_split_is_by_text_and_training_prompts_stay_out_of_evaluations(trained):
     out, tmp = trained
+    from rung.classifiers.model import load, text_digests
+    from rung.classifiers.outcomes import read_outcomes
+
+    model = load(out)
+    texts = [o.prompt for o in read_outcomes([FIXTURE]) if o.dataset.startswith("gsm8k")]
+    digests = text_digests(texts)
+    assert len(model.trained_texts) == model.training["split"]["train"]
+    assert set(model.trained_texts.tolist()) <= set(digests.tolist())
+    # An evaluation of the classifier on its own training file scores only the other prompts.
     result = rung(
         "eval",
         "--classifier",
@@ -75,13 +93,35 @@ def test_eval_of_a_trained_classifier_warns_when_the_data_is_not_held_out(traine
         cache=tmp / "cache",
     )
     assert result.returncode == 0, result.stderr
-    assert "in-sample" in result.stderr
     metrics = json.loads((tmp / "eval" / "metrics.json").read_text())
-    assert metrics["prompts"] == 150
+    assert metrics["left_out_as_trained_on"] == len(model.trained_texts)
+    assert metrics["prompts"] == 150 - len(model.trained_texts)
+    assert f"left out {len(model.trained_texts)} prompts" in result.stderr
     assert (tmp / "eval" / "curve.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_cross_validated_eval_reports_held_out_metrics(tmp_path: Path):
+def test_eval_scores_the_untouched_test_split_beside_baseline_and_oracle(tmp_path: Path):
+    result = rung(
+        "eval",
+        "--data",
+        str(FIXTURE),
+        "--ladder",
+        "ladders/mmlu-pro.yaml",
+        "--out",
+        str(tmp_path / "held"),
+        cache=tmp_path / "cache",
+    )
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "held" / "metrics.json").read_text())
+    assert metrics["prompts"] == metrics["split"]["test"]
+    for key in ("router", "threshold_rule", "baseline", "oracle"):
+        assert 0 < metrics[key]["cost_at_95"] <= 1.0
+    assert metrics["oracle"]["cost_at_95"] < metrics["baseline"]["cost_at_95"]
+    assert "no-information baseline" in result.stdout
+    assert "goal keep:0.95" in result.stdout
+
+
+def test_cross_validation_is_a_development_aid_on_train_and_validation(tmp_path: Path):
     result = rung(
         "eval",
         "--data",
@@ -97,17 +137,12 @@ def test_cross_validated_eval_reports_held_out_metrics(tmp_path: Path):
         cache=tmp_path / "cache",
     )
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((tmp_path / "cv" / "metrics.json").read_text())
-    cv = metrics["cross_validation"]
+    cv = json.loads((tmp_path / "cv" / "metrics.json").read_text())["cross_validation"]
     assert cv["held_out_runs"] == 3
     for key in ("router_cost_at_95", "baseline_cost_at_95", "oracle_cost_at_95"):
         assert 0 < cv[key]["mean"] <= 1.0
     assert cv["oracle_cost_at_95"]["mean"] < cv["baseline_cost_at_95"]["mean"]
-    assert len(metrics["sweep"]) == 101
-    assert sum(
-        metrics["at_default_target"]["tiers"][k]["share"] for k in range(4)
-    ) == pytest.approx(1.0)
-    assert "held out (3 folds)" in result.stdout
+    assert "development aid" in result.stdout
 
 
 def test_a_ladder_the_data_does_not_cover_is_a_clear_error(tmp_path: Path):

@@ -3,9 +3,53 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rung.classifiers.decision import choose_tier, choose_tiers
+from rung.classifiers.decision import (
+    choose_tier,
+    choose_tier_by_threshold,
+    choose_tiers,
+    choose_tiers_by_threshold,
+)
 
 PRICES = [0.1, 0.2, 0.6, 0.9]
+
+
+@pytest.mark.parametrize(
+    ("probs", "lam", "allowed", "tier", "reason"),
+    [
+        # lambda 0: the most probable tier, whatever it costs (cheapest on ties)
+        ([0.5, 0.6, 0.7, 0.8], 0.0, None, 3, "most-likely"),
+        ([0.8, 0.8, 0.8, 0.8], 0.0, None, 0, "cheapest-is-best"),
+        # a dearer tier that is no better never wins: Mixtral (0.6) scores like Phi-3 (0.1)
+        ([0.41, 0.45, 0.41, 0.64], 0.1, None, 3, "most-likely"),
+        ([0.41, 0.45, 0.41, 0.64], 0.3, None, 1, "best-value"),
+        # a large lambda buys the cheapest
+        ([0.2, 0.5, 0.7, 0.9], 5.0, None, 0, "best-value"),
+        # utilities at 0.5: 0.144, 0.389, 0.367, 0.4: the top tier, by a hair
+        ([0.2, 0.5, 0.7, 0.9], 0.5, None, 3, "most-likely"),
+        ([0.2, 0.5, 0.7, 0.85], 0.5, None, 1, "best-value"),
+        # tier caps from a tenant's policy: costs are relative to the dearest *allowed* tier
+        ([0.2, 0.5, 0.7, 0.9], 0.5, [0, 1], 1, "most-likely"),
+        ([0.9, 0.5, 0.5, 0.5], 0.0, [1, 2], 1, "cheapest-is-best"),
+    ],
+)
+def test_utility_rule(probs, lam, allowed, tier, reason):
+    assert choose_tier(probs, PRICES, lam, allowed) == (tier, reason)
+
+
+def test_utility_prices_not_positions_decide_what_is_cheapest():
+    assert choose_tier([0.9, 0.9], [0.5, 0.1], 0.1) == (1, "cheapest-is-best")
+
+
+def test_utility_never_picks_a_dearer_tier_that_is_no_better():
+    rng = np.random.default_rng(1)
+    probs = rng.random((2000, 4))
+    prices = np.array(PRICES)
+    for lam in (0.0, 0.05, 0.3, 1.0):
+        choice = choose_tiers(probs, prices, lam)
+        chosen = probs[np.arange(len(probs)), choice]
+        for k in range(4):
+            cheaper_and_as_good = (prices[k] < prices[choice]) & (probs[:, k] >= chosen)
+            assert not cheaper_and_as_good.any()
 
 
 @pytest.mark.parametrize(
@@ -21,23 +65,24 @@ PRICES = [0.1, 0.2, 0.6, 0.9]
         ([0.0, 0.0, 0.0, 0.0], 0.0, None, 0, "meets-target"),
     ],
 )
-def test_choose_tier(probs, target, allowed, tier, reason):
-    assert choose_tier(probs, PRICES, target, allowed) == (tier, reason)
-
-
-def test_prices_not_positions_decide_what_is_cheapest():
-    assert choose_tier([0.9, 0.9], [0.5, 0.1], 0.8) == (1, "meets-target")
+def test_threshold_rule(probs, target, allowed, tier, reason):
+    assert choose_tier_by_threshold(probs, PRICES, target, allowed) == (tier, reason)
 
 
 def test_no_allowed_tier_is_an_error():
     with pytest.raises(ValueError, match="no tier"):
         choose_tier([0.5], [1.0], 0.5, allowed=[])
+    with pytest.raises(ValueError, match="no tier"):
+        choose_tier_by_threshold([0.5], [1.0], 0.5, allowed=[])
 
 
 def test_vectorised_matches_scalar():
     rng = np.random.default_rng(0)
     probs = rng.random((500, 4))
     prices = np.array(PRICES)
+    for lam in (0.0, 0.1, 0.3, 0.7, 3.0):
+        expected = [choose_tier(list(p), PRICES, lam)[0] for p in probs]
+        assert choose_tiers(probs, prices, lam).tolist() == expected
     for target in (0.0, 0.3, 0.7, 0.95, 1.0):
-        expected = [choose_tier(list(p), PRICES, target)[0] for p in probs]
-        assert choose_tiers(probs, prices, target).tolist() == expected
+        expected = [choose_tier_by_threshold(list(p), PRICES, target)[0] for p in probs]
+        assert choose_tiers_by_threshold(probs, prices, target).tolist() == expected

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rung.classifiers.embedder import expected_identity
 from rung.classifiers.features import FEATURE_NAMES
 from rung.classifiers.model import ModelError, load, resolve
 from rung.classifiers.train import fit_linear, train
@@ -62,6 +63,7 @@ def test_round_trip_without_pickle(tmp_path: Path):
             "bias.npy",
             "feature_mean.npy",
             "feature_scale.npy",
+            "trained_texts.npy",
             "weights.npy",
         ]
     manifest = json.loads((tmp_path / "clf" / "manifest.json").read_text())
@@ -94,6 +96,10 @@ def test_broken_directories_are_errors_not_crashes(tmp_path: Path):
 def test_the_shipped_production_classifier_resolves_by_name():
     model = load(resolve("production"))
     assert model.tier_names == ["small", "medium", "large", "xlarge"]
-    assert model.embedder["name"] == "minilm-l6-int8"
+    assert model.embedder == expected_identity("static-minilm-l6")
+    # fitted on its train split only; its held-out splits ride along for goals and reports
+    assert set(model.held) == {"validation", "test"}
+    assert model.held["test"].probabilities.shape == (model.training["split"]["test"], 4)
+    assert len(model.trained_texts) == model.training["split"]["train"]
     with pytest.raises(ModelError, match="shipped"):
         resolve("no-such-classifier")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from rung.config import parse_config
+from rung.config import GoalConfig, parse_config
 from rung.errors import Unauthorized
 from rung.tenants.keys import KeyRing, hash_key, new_key
 from rung.tenants.periods import periods
@@ -56,6 +56,49 @@ def test_tenant_policy_overrides_defaults_key_by_key() -> None:
     assert policies["b"].requests_per_minute == 60  # inherited
     assert policies["c"].allowed == (0,)  # large is above the default max_tier
     assert policies["a"].max_tokens == 4096
+    assert policies["a"].goal is None  # the legacy rule, set at the routing level
+
+
+def test_the_most_specific_level_that_states_a_rule_wins() -> None:
+    cfg = config(
+        routing={"goal": {"keep": 0.9}},
+        defaults={"quality_target": 0.5},
+        tenants=[
+            {"name": "a", "keys": ["a" * 20]},
+            {"name": "b", "keys": ["b" * 20], "policy": {"goal": {"max_cost_share": 0.4}}},
+        ],
+    )
+    policies = resolve_all(cfg)
+    assert (policies["a"].goal, policies["a"].quality_target) == (None, 0.5)  # defaults win
+    assert policies["b"].goal == GoalConfig(max_cost_share=0.4)
+    assert policies["b"].quality_target is None
+    bare = resolve_all(config(tenants=[{"name": "a", "keys": ["a" * 20]}]))["a"]
+    assert bare.goal == GoalConfig(keep=0.95)  # nothing stated: keep 95% of the top tier
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"routing": {"goal": {"keep": 0.9}, "quality_target": 0.5}},
+        {"routing": {"goal": {"keep": 0.9, "max_cost_share": 0.5}}},
+        {"routing": {"goal": {}}},
+        {"routing": {"goal": {"keep": 1.5}}},
+        {"defaults": {"goal": {"keep": 0.9}, "quality_target": 0.5}},
+    ],
+)
+def test_a_goal_is_one_clear_statement(data: dict[str, Any]) -> None:
+    with pytest.raises(Exception, match=r"exactly one|not both|less than or equal"):
+        config(**data)
+
+
+def test_downshift_eases_a_goal_all_the_way_at_the_budget() -> None:
+    cfg = config(defaults={"daily_budget_usd": 1, "goal": {"keep": 0.95}})
+    policy = resolve_all(
+        config(**cfg.model_dump(include={"defaults"}), tenants=[{"name": "a", "keys": ["k" * 20]}])
+    )["a"]
+    eased = [downshift(policy, share)[0].eased for share in (0.5, 0.8, 0.9, 1.0)]
+    assert eased == [0.0, 0.0, pytest.approx(0.5), 1.0]
+    assert downshift(policy, 0.9)[0].goal == GoalConfig(keep=0.95)  # the chooser eases it
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,128 @@
+"""Routing quality on prompts no part of rung was fitted or tuned on, printed as JSON.
+
+For each ladder: dedupe prompt texts, split them by text digest (70% train, 15% validation,
+15% test), fit the classifier on train, meet goals on validation, and score the untouched test
+split: the utility rule's cost_at_95 beside the legacy threshold rule, the no-information
+baseline (best mix of single tiers) and the oracle, and what each standard goal really keeps
+and costs there. Also:
+
+- methods (`logistic`, `difficulty`, `blend`) compared on the *validation* split, so choosing
+  one does not touch the test split;
+- the generalisation check: a classifier fitted on GSM8K + MMLU-Pro (ladders/transfer.yaml)
+  scored on MATH level 5, a task family it never saw;
+- with `--minilm`, the same held-out figures with the MiniLM transformer as the embedder, side
+  by side with the static embedder that serves by default.
+
+    python bench/routing.py ../shared/data/outcomes [--minilm] [--out bench/results/routing.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rung.classifiers import workflow
+from rung.classifiers.embedder import open_embedder
+from rung.classifiers.evaluate import summarize
+from rung.classifiers.outcomes import load_ladder
+from rung.classifiers.train import METHODS, train
+from rung.weights.fetch import default_models_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+LADDERS = {
+    "gsm8k": ["gsm8k.jsonl"],
+    "mmlu-pro": ["mmlu-pro.jsonl"],
+    "production": ["gsm8k.jsonl", "mmlu-pro.jsonl"],
+}
+
+
+def figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "prompts": metrics["prompts"],
+        "router_cost_at_95": round(metrics["router"]["cost_at_95"], 4),
+        "threshold_rule_cost_at_95": round(metrics["threshold_rule"]["cost_at_95"], 4),
+        "no_information_cost_at_95": round(metrics["baseline"]["cost_at_95"], 4),
+        "oracle_cost_at_95": round(metrics["oracle"]["cost_at_95"], 4),
+        "calibration_error": round(metrics["calibration_error"], 4),
+        "goals": metrics.get("goals", []),
+    }
+
+
+def on_validation(data: Any, vectors: Any, ladder: Any, identity: dict[str, str]) -> dict[str, Any]:
+    """Each method fitted on train, scored on validation (development figures)."""
+    rows = workflow._dedupe_rows(data)
+    data, vectors = workflow.subset(data, rows), vectors[rows]
+    parts = workflow.split(data)
+    tr, va = parts["train"], parts["validation"]
+    part = workflow.subset(data, tr)
+    held = workflow.subset(data, va)
+    out = {}
+    for method in METHODS:
+        model = train(
+            vectors[tr],
+            [o.prompt for o in part.outcomes],
+            part.scores,
+            part.others,
+            [t.model_dump() for t in ladder.tiers],
+            identity,
+            method,
+        )
+        probabilities = model.predict(vectors[va], [o.prompt for o in held.outcomes])
+        m = summarize(probabilities, held.scores, held.costs, ladder.prices)
+        out[method] = round(m["router"]["cost_at_95"], 4)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("data", type=Path, help="the shared outcomes directory")
+    parser.add_argument("--minilm", action="store_true", help="also with the MiniLM embedder")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/routing.json")
+    args = parser.parse_args()
+
+    embedders = ["static-minilm-l6"] + (["minilm-l6-int8"] if args.minilm else [])
+    report: dict[str, Any] = {"benchmark": "routing", "split": workflow.SPLIT, "ladders": {}}
+    for spec in embedders:
+        embedder, identity = open_embedder(spec, default_models_dir(), threads=2)
+        cache = workflow.embeddings_cache_dir()
+        for name, files in LADDERS.items():
+            ladder = load_ladder(ROOT / f"ladders/{name}.yaml")
+            paths = [args.data / f for f in files]
+            data = workflow.load_data(paths, ladder)
+            vectors = workflow.embed_all(
+                embedder, identity, [o.prompt for o in data.outcomes], cache
+            )
+            held = workflow.holdout(data, vectors, ladder, identity, "blend", paths)
+            row = report["ladders"].setdefault(name, {"split": held["split"]})
+            row[spec] = {
+                "test": figures(held),
+                "validation_by_method": on_validation(data, vectors, ladder, identity),
+            }
+            if spec == embedders[0]:
+                workflow.plot_curve(
+                    held, args.out.parent / f"routing-{name}.png", f"{name}: held-out test split"
+                )
+            print(name, spec, json.dumps(row[spec]["test"] | {"goals": "..."}), file=sys.stderr)
+        # Generalisation: fitted on GSM8K + MMLU-Pro, scored on MATH level 5.
+        ladder = load_ladder(ROOT / "ladders/transfer.yaml")
+        paths = [args.data / "gsm8k.jsonl", args.data / "mmlu-pro.jsonl"]
+        data = workflow.load_data(paths, ladder)
+        vectors = workflow.embed_all(embedder, identity, [o.prompt for o in data.outcomes], cache)
+        model = workflow.fit(data, vectors, ladder, identity, "blend", paths)
+        unseen = workflow.load_data([args.data / "math-l5.jsonl"], ladder)
+        unseen_vectors = workflow.embed_all(
+            embedder, identity, [o.prompt for o in unseen.outcomes], cache
+        )
+        transfer = workflow.evaluate(model, unseen, unseen_vectors, ladder)
+        report.setdefault("transfer_to_math_l5", {})[spec] = figures(transfer)
+        print("transfer", spec, json.dumps(figures(transfer) | {"goals": "..."}), file=sys.stderr)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
