@@ -254,6 +254,52 @@ def _calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache_fit(args: argparse.Namespace) -> int:
+    import json
+
+    from rung.cache.fit import build_sets, fit_verifier, served_by_kind
+    from rung.classifiers import static
+    from rung.classifiers.embedder import open_embedder
+    from rung.classifiers.outcomes import read_rows
+
+    pairs = [
+        (str(r["a"]), str(r["b"]), bool(r["same"]), f"pairs-{r.get('kind', 'labelled')}")
+        for path in args.pairs
+        for r in read_rows(Path(path))
+    ]
+    if not pairs:
+        raise RungError(f"no pairs in {', '.join(args.pairs)}")
+    from rung.classifiers import workflow
+
+    embedder, identity = open_embedder(args.embedder, Path(args.models_dir), threads=2)
+    words, _ = open_embedder(static.NAME, Path(args.models_dir))
+    sets = build_sets(pairs, args.generated)
+
+    def embed(texts: list[str]) -> Any:
+        return workflow.embed_all(embedder, identity, texts, workflow.embeddings_cache_dir())
+
+    verifier, x = fit_verifier(sets, embed, words.embed, identity)
+    threshold = verifier.calibration.threshold(args.floor, args.budget)
+    report = {
+        "pairs": {name: len(items) for name, items in sets.items()},
+        "floor": args.floor,
+        "budget": args.budget,
+        "threshold": threshold,
+        "test": served_by_kind(verifier, sets["test"], x["test"], args.floor, threshold),
+    }
+    verifier = type(verifier)(verifier.trees, verifier.calibration, identity, report)
+    verifier.save(Path(args.out))
+    print(json.dumps(report, indent=2))
+    if threshold is None:
+        print(
+            f"warning: no threshold keeps wrong hits under {args.budget:g} at floor "
+            f"{args.floor:g}: a gateway with these settings would serve exact repeats only",
+            file=sys.stderr,
+        )
+    print(f"wrote {args.out} (test split above: questions never fitted or calibrated on)")
+    return 0
+
+
 def _keys_new(args: argparse.Namespace) -> int:
     from rung.tenants.keys import hash_key, new_key
 
@@ -444,6 +490,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--probe-tokens", type=int, default=24, help="tokens a stream probe judges (<= 64)"
     )
     cal.set_defaults(run=_calibrate)
+
+    cache = sub.add_parser("cache", help="the semantic cache's hit verifier")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    cfit = cache_sub.add_parser(
+        "fit",
+        help="fit the hit verifier on labelled question pairs (split by question into train, "
+        "calibration and test; rule-made near misses added), report the test split",
+    )
+    cfit.add_argument(
+        "--pairs", nargs="+", required=True, help='JSONL: {"a", "b", "same", "kind"?} per line'
+    )
+    cfit.add_argument("--out", required=True, help="verifier directory to write")
+    cfit.add_argument(
+        "--embedder", default="minilm-l6-int8", help="the cache's embedder (cache.embedder)"
+    )
+    cfit.add_argument("--floor", type=float, default=0.75, help="cache.similarity_threshold")
+    cfit.add_argument("--budget", type=float, default=0.01, help="cache.max_wrong_hit_rate")
+    cfit.add_argument(
+        "--generated", type=int, default=6000, help="questions per split given rule-made edits"
+    )
+    cfit.add_argument("--models-dir", default=models_dir, help=f"default: {models_dir}")
+    cfit.set_defaults(run=_cache_fit)
 
     keys = sub.add_parser("keys", help="tenant API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

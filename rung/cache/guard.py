@@ -7,7 +7,8 @@ an embedding blurs and refuses the match when any of these differ:
 
 - numbers (digits, with `1,000` = `1000` and `2.50` = `2.5`; number words up to twenty and the
   round tens and ordinals are read as digits, so "sixteen" = "16" and "first" = "1st"), as a
-  multiset;
+  multiset; and words with digits inside (`ryzen5`, `E404`, `python2`, `mp3`), case-folded;
+- option letters: `(B)`, "option B", "answer C", or a lone capital letter other than A and I;
 - quoted strings ("…", '…', “…”) and code (`…` and ``` blocks), whitespace-normalised;
 - negation: how many negating words there are (not, no, non-, never, none, nothing, nobody,
   neither, nor, without, cannot, -n't), so "Which is not a mammal" never gets "Which is a
@@ -39,6 +40,10 @@ _WORDS = {
 }  # fmt: skip
 _NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*(?:\.\d+)?|\b(?:" + "|".join(_WORDS) + r")\b", re.I)
 _CODE = re.compile(r"```.*?```|`[^`\n]+`", re.S)
+_DIGIT_WORD = re.compile(r"\b(?=\w*[A-Za-z_])(?=\w*\d)\w+\b")
+_LETTER = re.compile(
+    r"\(([A-J])\)|\b(?:option|answer|choice|letter)\s+([A-J])\b|(?<![\w'])([B-HJ])(?![\w'])", re.I
+)
 _QUOTED = re.compile(r"\"([^\"\n]{1,200})\"|“([^”\n]{1,200})”|(?<!\w)'([^'\n]{1,200})'(?!\w)")
 _NEGATION = re.compile(
     r"\b(?:not|no|non|never|none|nothing|nobody|neither|nor|without|cannot)\b|n't\b", re.I
@@ -66,6 +71,10 @@ class Salient:
     entities: tuple[str, ...]
     """In order of appearance: "Is NASA older than ESA?" is not "Is ESA older than NASA?"."""
     choices: tuple[str, ...] = ()
+    alnum: tuple[str, ...] = ()
+    """Words with digits inside, case-folded and sorted."""
+    letters: tuple[str, ...] = ()
+    """Option letters, in order."""
 
 
 def _number(token: str) -> str:
@@ -105,13 +114,21 @@ def salient(text: str) -> Salient:
     lines = _CHOICE.findall(prose)
     choices = tuple(_squash(option) for _, option in lines) if len(lines) >= 2 else ()
     negations = len(_NEGATION.findall(prose))
-    return Salient(numbers, quoted, code, negations, tuple(entities), choices)
+    alnum = tuple(sorted(m.group(0).casefold() for m in _DIGIT_WORD.finditer(prose)))
+    letters = tuple(
+        next(g for g in m.groups() if g).upper()
+        for m in _LETTER.finditer(prose)
+        if m.group(3) is None or m.group(3).isupper()
+    )
+    return Salient(numbers, quoted, code, negations, tuple(entities), choices, alnum, letters)
 
 
 def disagreement(a: Salient, b: Salient) -> str | None:
     """The first salient part on which the two texts differ, or None when they agree."""
-    if Counter(a.numbers) != Counter(b.numbers):
+    if Counter(a.numbers) != Counter(b.numbers) or a.alnum != b.alnum:
         return "numbers"
+    if a.letters != b.letters:
+        return "letters"
     if a.quoted != b.quoted:
         return "quoted"
     if a.code != b.code:

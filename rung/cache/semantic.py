@@ -3,7 +3,9 @@
 Lookup order for one request: the exact key first (no embedding needed when the entry was made
 under the same routing setup); then the request's embedding and routing decision (computed
 lazily, once, by the caller's `decide`), the stale-tier rule, and the semantic search inside the
-request's scope, each candidate above the similarity threshold checked by the near-miss guard.
+request's scope, each candidate above the similarity threshold checked by the near-miss guard
+(exact rules: numbers, quotes, code, negation, names, options) and then by the learned hit
+verifier at the threshold the error budget set (`cache.max_wrong_hit_rate`).
 
 Faults: every store call has a deadline. A failing store turns the cache off for a second (the
 request is answered without it, counted as `bypass`); the first failure and the recovery are
@@ -32,6 +34,9 @@ T = TypeVar("T")
 Status = Literal["hit-exact", "hit-semantic", "miss", "bypass"]
 Decide = Callable[[], Awaitable[tuple[Vector | None, str]]]
 """Embeds the request and decides its tier (memoised by the caller): (vector, tier name)."""
+Verify = Callable[[str, str, float], bool]
+"""(new question, cached question, cosine) -> may the cached answer be served (the learned hit
+verifier at the threshold the error budget set; rung.cache.verifier)."""
 
 RETRY_S = 1.0
 CANDIDATES = 4
@@ -53,6 +58,7 @@ class Stats:
     misses: int = 0
     bypassed: int = 0
     near_miss_rejections: int = 0
+    verifier_rejections: int = 0
     stale_tier_rejections: int = 0
     stored: int = 0
     not_stored: int = 0
@@ -74,8 +80,11 @@ class SemanticCache:
         tier_names: list[str],
         clock: Callable[[], float] = time.monotonic,
         groups: Mapping[str, str] | None = None,
+        verify: Verify | None = None,
     ) -> None:
         self.store = store
+        self.verify = verify
+        """None: candidates above the similarity threshold that pass the guard are served."""
         self.config = config
         self.rank = {name: i for i, name in enumerate(tier_names)}
         self.clock = clock
@@ -256,6 +265,9 @@ class SemanticCache:
             if why is not None:
                 rejected = rejected or f"near-miss:{why}"
                 continue
+            if self.verify is not None and not self.verify(key.text, found.text, similarity):
+                rejected = rejected or "verifier"
+                continue
             if self._stale(found, decided):
                 rejected = rejected or "stale-tier"
                 continue
@@ -263,6 +275,8 @@ class SemanticCache:
             return Lookup("hit-semantic", found, round(similarity, 4))
         if rejected is not None and rejected.startswith("near-miss"):
             stats.near_miss_rejections += 1
+        elif rejected == "verifier":
+            stats.verifier_rejections += 1
         elif rejected == "stale-tier":
             stats.stale_tier_rejections += 1
         stats.misses += 1

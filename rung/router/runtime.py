@@ -21,14 +21,16 @@ from typing import Any
 from fastapi import FastAPI
 
 from rung.backends import TierPool, probe_forever
-from rung.cache.semantic import SemanticCache
+from rung.cache.semantic import SemanticCache, Verify
 from rung.cache.stores import STORES
+from rung.cache.verifier import load_verifier, resolve_verifier, verifying
+from rung.classifiers import static
 from rung.classifiers.batcher import MicroBatcher
 from rung.classifiers.embedder import open_embedder
 from rung.classifiers.goal import describe
 from rung.classifiers.model import load, resolve
 from rung.confidence.calibrator import load_calibrator, shipped_calibrator
-from rung.config import DEFAULT_GOAL, RungConfig, load_config
+from rung.config import DEFAULT_GOAL, CacheConfig, RungConfig, load_config
 from rung.errors import ConfigError
 from rung.router.decide import ClassifierChooser, LengthChooser, TierChooser
 from rung.router.pipeline import Pipeline
@@ -50,11 +52,16 @@ def cache_embedder(config: RungConfig) -> str | None:
 
 
 def embedder_specs(config: RungConfig) -> list[str]:
-    """The embedders this config runs: the classifier's and the cache's (once when shared)."""
+    """The embedders this config runs: the classifier's, the cache's and, for the cache's hit
+    verifier, the static table's word vectors (each once)."""
     specs = [config.routing.embedder] if config.routing.policy == "classifier" else []
     cached = cache_embedder(config)
-    if cached is not None and cached not in specs:
-        specs.append(cached)
+    wanted = [cached] if cached is not None else []
+    if cached is not None and config.cache.verifier is not None:
+        wanted.append(static.NAME)
+    for spec in wanted:
+        if spec not in specs:
+            specs.append(spec)
     return specs
 
 
@@ -130,14 +137,55 @@ def build_routing(config: RungConfig, reuse: Routing | None = None) -> Routing:
     return Routing(chooser, embedders, opened, cache)
 
 
-def build_cache(
-    config: RungConfig, dimension: int | None, groups: dict[str, str]
-) -> SemanticCache | None:
+def build_verify(config: RungConfig, routing: Routing) -> tuple[Verify | None, CacheConfig]:
+    """The cache's hit verifier at the threshold its error budget sets (and the cache settings
+    to run with: semantic hits off when no threshold can keep the budget). Blocking."""
     cache = config.cache
-    if not cache.enabled:
+    if routing.cache is None or cache.verifier is None:
+        return None, cache
+    verifier = load_verifier(resolve_verifier(cache.verifier))
+    if verifier.embedder != routing.cache.identity:
+        raise ConfigError(
+            "cache.verifier",
+            [
+                f"the verifier was fitted on cosines of embedder {verifier.embedder['name']!r}, "
+                f"but the cache embeds with {routing.cache.identity['name']!r}; set "
+                "cache.embedder to match, or refit it with `rung cache fit`"
+            ],
+        )
+    floor, budget = cache.similarity_threshold, cache.max_wrong_hit_rate
+    threshold = verifier.calibration.threshold(floor, budget)
+    if threshold is None:
+        log.warning(
+            "the cache verifier cannot promise a wrong-hit rate of %g at similarity floor %g "
+            "on its calibration pairs: serving exact repeats only",
+            budget,
+            floor,
+        )
+        return None, cache.model_copy(update={"semantic": False})
+    words = routing.embedders[static.NAME].batcher.embedder.embed
+    log.info(
+        "cache verifier: threshold %.3f for a wrong-hit budget of %g at floor %g (on its "
+        "calibration pairs it serves %.0f%% of paraphrases)",
+        threshold,
+        budget,
+        floor,
+        100 * verifier.calibration.hit_rate(floor, threshold),
+    )
+    return verifying(verifier, threshold, words), cache
+
+
+def build_cache(
+    config: RungConfig, routing: Routing, groups: dict[str, str]
+) -> SemanticCache | None:
+    if not config.cache.enabled:
         return None
-    store = STORES[cache.store](cache, dimension)
-    return SemanticCache(store, cache, [t.name for t in config.tiers], groups=groups)
+    verify, settings = build_verify(config, routing)
+    dimension = routing.cache.dimension if routing.cache is not None else None
+    store = STORES[settings.store](settings, dimension)
+    return SemanticCache(
+        store, settings, [t.name for t in config.tiers], groups=groups, verify=verify
+    )
 
 
 @dataclass
@@ -191,8 +239,7 @@ class Runtime:
             cache.set_groups(gate.groups())
             reused.add("cache")
         else:
-            dimension = routing.cache.dimension if routing.cache is not None else None
-            cache = build_cache(config, dimension, gate.groups())
+            cache = build_cache(config, routing, gate.groups())
             if cache is not None:
                 await cache.start()
                 fresh.add("cache")

@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 
+from rung.classifiers.decision import choose_tier
 from tests.integration.harness import client
 
 pytestmark = pytest.mark.e2e
@@ -65,12 +66,12 @@ def test_the_local_classifier_routes_and_a_tier_name_pins(local_ladder, gateway)
     # The shipped local classifier decided, and its decision rule holds for what it reported.
     reason = routed.headers["x-rung-route-reason"]
     assert reason.startswith("classifier small=")
-    probs = dict(p.split("=") for p in reason.split()[1:3])
-    target = local_ladder.routing.quality_target
-    expected = "small" if float(probs["small"]) >= target else "large"
-    if float(probs["small"]) < target and float(probs["large"]) < target:
-        expected = max(probs, key=lambda k: float(probs[k]))
-    assert routed.headers["x-rung-tier"] == expected
+    fields = dict(p.split("=") for p in reason.split()[1:5])
+    assert fields["goal"] == "keep:0.95"
+    prices = [(t.price.input_per_mtok + t.price.output_per_mtok) / 2 for t in local_ladder.tiers]
+    probs = [float(fields["small"]), float(fields["large"])]
+    expected, _ = choose_tier(probs, prices, float(fields["lambda"]))
+    assert routed.headers["x-rung-tier"] == ["small", "large"][expected]
     pinned = sdk.chat.completions.with_raw_response.create(
         model="qwen2.5-coder-1.5b-instruct", messages=QUESTION, max_tokens=4
     )
@@ -139,12 +140,15 @@ def test_a_tier_killed_mid_run_fails_over_to_the_next(start_ladder, gateway):
 def test_escalation_on_the_real_ladder(local_ladder, gateway, stream, threshold, escalates):
     """Real logprobs from llama.cpp, the shipped calibrator: a threshold of 1 escalates every
     answer of the small tier, 0 none."""
-    from rung.config import CacheConfig, EscalationConfig
+    from rung.config import CacheConfig, EscalationConfig, GoalConfig
 
     config = local_ladder.model_copy(
         update={
-            # Target 0: the classifier picks the small tier, so there is a tier to climb to.
-            "routing": local_ladder.routing.model_copy(update={"quality_target": 0.0}),
+            # The cheapest goal: the classifier picks the small tier, so there is a tier to
+            # climb to.
+            "routing": local_ladder.routing.model_copy(
+                update={"goal": GoalConfig(max_cost_share=0.01)}
+            ),
             "escalation": EscalationConfig(enabled=True, threshold=threshold),
             "cache": CacheConfig(enabled=False),
         }

@@ -56,7 +56,7 @@ def test_repeat_and_paraphrase_hit_near_miss_does_not(fake, gateway):
     assert again.headers["x-rung-cache"] == "hit-exact"
     assert again.headers["x-rung-tier"] == "small"
     assert again.parse().choices[0].message.content == first.parse().choices[0].message.content
-    rephrased = ask(gw, "What's the capital city of France?")
+    rephrased = ask(gw, "What's the capital of France?")
     assert rephrased.headers["x-rung-cache"] == "hit-semantic"
     assert 0.8 <= float(rephrased.headers["x-rung-cache-similarity"]) < 1
     assert rephrased.parse().choices[0].message.content == f"[small] You said: {FRANCE}"
@@ -162,11 +162,11 @@ def test_two_gateways_on_one_redis_serve_each_others_entries(fake, gateway, redi
             break
         time.sleep(0.05)
     assert ask(two, FRANCE).headers["x-rung-cache"] == "hit-exact"
-    assert ask(two, "What's the capital city of France?").headers["x-rung-cache"] == "hit-semantic"
+    assert ask(two, "What's the capital of France?").headers["x-rung-cache"] == "hit-semantic"
     assert small.stats.requests == 1
     # A third gateway started later rebuilds its index from Redis.
     three = gateway(cfg)
-    assert ask(three, "Tell me France's capital city.").headers["x-rung-cache"] == "hit-semantic"
+    assert ask(three, "What's the capital of France?").headers["x-rung-cache"] == "hit-semantic"
 
 
 def test_redis_outage_bypasses_the_cache_and_recovers(fake, gateway, redis_server):

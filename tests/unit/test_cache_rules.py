@@ -73,6 +73,16 @@ def test_exact_keys_differ_with_the_text_and_only_text_parts_are_keyed() -> None
         ("Add 2.50 and 3", "Add 2.5 and 3", None),
         ("What is 3 - 5?", "What is 5 - 3?", None),  # same multiset: order is the embedding's job
         ("Split 10 apples among 4 kids", "Split 10 apples among 5 kids", "numbers"),
+        # digits inside words
+        ("How many cores does the ryzen5 have?", "How many cores does the ryzen9 have?", "numbers"),
+        ("What does error E404 mean?", "What does error E502 mean?", "numbers"),
+        ("Install pip for python2", "Install pip for python3", "numbers"),
+        ("Summarise soak4", "Summarise soak2", "numbers"),
+        ("Play the mp3 file", "Play that mp3 file", None),
+        # option letters
+        ("Why is B correct?", "Why is C correct?", "letters"),
+        ("Is (A) the answer?", "Is (D) the answer?", "letters"),
+        ("Why is option B right?", "Why is answer B right?", None),
         # quoted strings and code
         ('Translate "good morning" to French', 'Translate "good night" to French', "quoted"),
         ("What does `x = 1` print?", "What does `x = 2` print?", "code"),

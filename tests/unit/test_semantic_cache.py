@@ -102,6 +102,31 @@ async def test_near_misses_are_rejected_and_counted() -> None:
     await cache.aclose()
 
 
+async def test_the_verifier_has_the_last_word_and_is_counted() -> None:
+    seen: list[tuple[str, str, float]] = []
+
+    def verify(query: str, cached: str, cosine: float) -> bool:
+        seen.append((query, cached, round(cosine, 3)))
+        return "lower" not in query
+
+    cache = SemanticCache(
+        MemoryStore(100, 10**8, 3600), CacheConfig(similarity_threshold=0.9), TIERS, verify=verify
+    )
+    await cache.start()
+    await put(cache, "What foods raise blood pressure?", unit(1, 0, 0))
+    near = await cache.lookup(
+        "acme", key("What foods lower blood pressure?"), "r1", Decider(unit(1, 0.01, 0))
+    )
+    assert (near.status, near.rejected) == ("miss", "verifier")
+    same = await cache.lookup(
+        "acme", key("Which foods raise blood pressure?"), "r1", Decider(unit(1, 0.01, 0))
+    )
+    assert same.status == "hit-semantic"
+    assert seen[0] == ("What foods lower blood pressure?", "What foods raise blood pressure?", 1.0)
+    assert (await cache.stats("acme"))["verifier_rejections"] == 1
+    await cache.aclose()
+
+
 async def test_a_cheaper_answer_is_not_served_to_a_query_now_judged_harder() -> None:
     cache = await make()
     await put(cache, "Prove it.", unit(1, 0, 0), tier="small")
