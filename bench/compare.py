@@ -1,0 +1,230 @@
+"""rung beside other proxies, in one run, against one instant backend: JSON with medians and
+ratios.
+
+Targets (each its own process, one worker): the backend directly; a minimal aiohttp proxy (the
+floor: read the body, forward it, stream the answer back); rung with a pinned tier (no
+classification, cache off); rung routed by its shipped `local` classifier on the static
+embedder (cache off); and the LiteLLM proxy when `litellm` is installed. Rounds are rotated so
+every target sees the same machine noise; per target and scenario the median over rounds.
+
+Per target: added p50 over the direct call at concurrency 1 (JSON and a 20-chunk stream),
+requests/s at concurrency 64, gateway CPU per request at concurrency 1 (from /proc), RSS after.
+
+    python bench/compare.py [--requests 2000] [--rounds 3] [--out bench/results/compare.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overhead import load
+
+from rung.ports import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parents[1]
+PROXY = """
+import sys
+from aiohttp import ClientSession, TCPConnector, web
+
+BACKEND = sys.argv[2]
+
+async def forward(request):
+    body = await request.read()
+    async with request.app["session"].post(
+        BACKEND + "/chat/completions", data=body, headers={"content-type": "application/json"}
+    ) as upstream:
+        response = web.StreamResponse(
+            status=upstream.status, headers={"content-type": upstream.content_type}
+        )
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+
+async def start(app):
+    app["session"] = ClientSession(connector=TCPConnector(limit=256))
+
+async def stop(app):
+    await app["session"].close()
+
+app = web.Application()
+app.on_startup.append(start)
+app.on_cleanup.append(stop)
+app.router.add_post("/v1/chat/completions", forward)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def tier(name: str, model: str, backend: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "model": model,
+        "price": {"input_per_mtok": 1, "output_per_mtok": 1},
+        "backends": [{"url": f"http://127.0.0.1:{backend}/v1", "max_concurrency": 256}],
+    }
+
+
+def rung_config(port: int, backend: int, routed: bool) -> dict[str, Any]:
+    # Two tiers named as the shipped `local` classifier knows them; the fake serves both.
+    return {
+        "server": {"port": port, "log_level": "warning"},
+        "routing": {"policy": "classifier", "classifier": "local"}
+        if routed
+        else {"policy": "length"},
+        "cache": {"enabled": False},
+        "tiers": [tier("small", "fake-model", backend), tier("large", "fake-model-2", backend)],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/compare.json")
+    args = parser.parse_args()
+
+    backend = free_port()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    urls: dict[str, tuple[str, str]] = {}  # target -> (url, model)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            procs["backend"] = subprocess.Popen(
+                [sys.executable, "-m", "rung.backends.fake_server", "--port", str(backend),
+                 "--reply", "Two plus two is four, " * 4],
+                stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            wait_for_port(backend)
+            direct = f"http://127.0.0.1:{backend}/v1/chat/completions"
+            port = free_port()
+            procs["aiohttp proxy (floor)"] = subprocess.Popen(
+                [sys.executable, "-c", PROXY, str(port), f"http://127.0.0.1:{backend}/v1"]
+            )
+            urls["aiohttp proxy (floor)"] = (f"http://127.0.0.1:{port}/v1/chat/completions", "m")
+            for name, routed in (("rung pinned", False), ("rung routed", True)):
+                port = free_port()
+                path = Path(tmp) / f"{name.replace(' ', '-')}.yaml"
+                path.write_text(yaml.safe_dump(rung_config(port, backend, routed)))
+                procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "rung", "serve", "--config", str(path)],
+                    stdout=subprocess.DEVNULL,
+                )
+                model = "rung" if routed else "small"
+                urls[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", model)
+            try:
+                import litellm  # noqa: F401
+
+                port = free_port()
+                path = Path(tmp) / "litellm.yaml"
+                path.write_text(yaml.safe_dump({"model_list": [{
+                    "model_name": "m",
+                    "litellm_params": {"model": "openai/fake-model", "api_key": "x",
+                                       "api_base": f"http://127.0.0.1:{backend}/v1"},
+                }]}))  # fmt: skip
+                procs["litellm proxy"] = subprocess.Popen(
+                    ["litellm", "--config", str(path), "--port", str(port), "--num_workers", "1"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                urls["litellm proxy"] = (f"http://127.0.0.1:{port}/v1/chat/completions", "m")
+            except ImportError:
+                pass
+            for url, _ in urls.values():
+                wait_for_port(int(url.split(":")[2].split("/")[0]), timeout_s=120)
+            results = asyncio.run(measure(direct, urls, procs, args.requests, args.rounds))
+        finally:
+            for proc in procs.values():
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs.values():
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    report = {
+        "benchmark": "compare",
+        "machine": {"cpus": os.cpu_count()},
+        "requests": args.requests,
+        "rounds": args.rounds,
+        "targets": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+async def measure(
+    direct: str,
+    urls: dict[str, tuple[str, str]],
+    procs: dict[str, subprocess.Popen[bytes]],
+    requests: int,
+    rounds: int,
+) -> dict[str, Any]:
+    names = list(urls)
+    runs: dict[str, dict[str, list[float]]] = {n: {} for n in [*names, "direct"]}
+
+    def keep(name: str, key: str, value: float) -> None:
+        runs[name].setdefault(key, []).append(value)
+
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]  # rotated
+        for name in ["direct", *order]:
+            url, model = (direct, "fake-model") if name == "direct" else urls[name]
+            pid = procs["backend"].pid if name == "direct" else procs[name].pid
+            before = cpu_seconds(pid)
+            started = time.perf_counter()
+            json_c1 = await load(url, model, False, 1, requests)
+            keep(name, "cpu_ms_per_request_c1", 1000 * (cpu_seconds(pid) - before) / requests)
+            keep(name, "json_c1_p50_ms", json_c1["p50_ms"])
+            stream_c1 = await load(url, model, True, 1, requests)
+            keep(name, "stream_c1_p50_ms", stream_c1["p50_ms"])
+            keep(name, "json_c64_rps", (await load(url, model, False, 64, requests))["rps"])
+            keep(name, "rss_mb", rss_mb(pid))
+            print(f"round {r} {name}: {time.perf_counter() - started:.0f}s", file=sys.stderr)
+    out: dict[str, Any] = {}
+    base = {k: statistics.median(v) for k, v in runs["direct"].items()}
+    for name in ["direct", *names]:
+        med = {k: round(statistics.median(v), 3) for k, v in runs[name].items()}
+        if name != "direct":
+            med["added_json_c1_p50_ms"] = round(med["json_c1_p50_ms"] - base["json_c1_p50_ms"], 3)
+            med["added_stream_c1_p50_ms"] = round(
+                med["stream_c1_p50_ms"] - base["stream_c1_p50_ms"], 3
+            )
+            med["rps_ratio_to_direct"] = round(med["json_c64_rps"] / base["json_c64_rps"], 3)
+        out[name] = med
+    floor = out.get("aiohttp proxy (floor)")
+    if floor:
+        for name in names:
+            out[name]["rps_ratio_to_floor"] = round(
+                out[name]["json_c64_rps"] / floor["json_c64_rps"], 3
+            )
+    return out
+
+
+if __name__ == "__main__":
+    main()
