@@ -34,6 +34,10 @@ class Behavior:
     logprob: float = -0.05
     """The log-probability reported for every token when logprobs are requested."""
     finish_reason: str = "stop"
+    honour_n: bool = False
+    """Answer `n` choices (as vLLM does), usage summed over them."""
+    usage_scale: int = 1
+    """Report this many times the completion tokens (a backend that over-counts)."""
 
 
 @dataclass
@@ -168,10 +172,12 @@ class FakeServer:
 
     def _usage(self, payload: dict[str, Any], tokens: list[str]) -> dict[str, int]:
         prompt = max(1, len(orjson.dumps(payload.get("messages") or payload.get("prompt"))) // 4)
+        n = payload.get("n") if self.behavior.honour_n else 1
+        completion = len(tokens) * (n if isinstance(n, int) else 1) * self.behavior.usage_scale
         return {
             "prompt_tokens": prompt,
-            "completion_tokens": len(tokens),
-            "total_tokens": prompt + len(tokens),
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
         }
 
     def _finish(self, payload: dict[str, Any], tokens: list[str]) -> str:
@@ -191,12 +197,14 @@ class FakeServer:
             choice["message"] = {"role": "assistant", "content": text}
         else:
             choice["text"] = text
+        n = payload.get("n") if self.behavior.honour_n else 1
+        choices = [{**choice, "index": i} for i in range(n if isinstance(n, int) else 1)]
         return {
             "id": f"fake-{self.stats.requests}",
             "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()),
             "model": self.model,
-            "choices": [choice],
+            "choices": choices,
             "usage": self._usage(payload, tokens),
         }
 

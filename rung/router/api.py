@@ -103,11 +103,15 @@ async def _handle(
     parsed = validate(kind, payload)
     requested = payload.get("max_completion_tokens") or payload.get("max_tokens")
     messages = payload.get("messages")
+    choices = max(
+        (v for v in (payload.get("n"), payload.get("best_of")) if isinstance(v, int)), default=1
+    )
     ticket = await gate.admit(
         policy,
         size,
         len(messages) if isinstance(messages, list) else 1,
         requested if isinstance(requested, int) else None,
+        max(1, choices),
     )
     # The cap that bounds what the request can cost is what the backend is told.
     payload = {**payload, "max_tokens": ticket.max_tokens}

@@ -50,11 +50,14 @@ class Ticket:
     base: TenantPolicy
     max_tokens: int
     token_bound: int
+    """Prompt bound + max_tokens for every choice the request asks for (`n`, `best_of`)."""
     minute: int
     day: str
     month: str
     started: float
     headers: dict[str, str] = field(default_factory=dict)
+    choices: int = 1
+    """Answers one backend call may generate (`n`, `best_of`): each may use max_tokens."""
     hold: Hold | None = None
     unmetered: bool = False
     """Admitted without the store (fail_open during an outage)."""
@@ -126,12 +129,16 @@ class Gate:
         prompt_bytes: int,
         messages: int,
         requested_max_tokens: int | None,
+        choices: int = 1,
     ) -> Ticket:
         now = self.clock()
         day, month = periods(now, self.config.limits.timezone)
         max_tokens = min(requested_max_tokens or policy.max_tokens, policy.max_tokens)
-        bound = prompt_token_bound(prompt_bytes, messages) + max_tokens
-        ticket = Ticket(policy, policy, max_tokens, bound, int(now // 60), day, month, now)
+        prompt = prompt_token_bound(prompt_bytes, messages)
+        bound = prompt + max_tokens * choices
+        ticket = Ticket(
+            policy, policy, max_tokens, bound, int(now // 60), day, month, now, choices=choices
+        )
         if not self._metered(policy):
             return ticket
         try:
@@ -181,13 +188,17 @@ class Gate:
 
     async def reserve(self, ticket: Ticket, prices: list[Price], answers: int = 1) -> None:
         """Reserve the costliest outcome of the tiers this request may reach: one answer from
-        the dearest, or with escalation, `answers` answers from the dearest ones."""
+        the dearest, or with escalation, `answers` answers from the dearest ones; each call
+        may generate `ticket.choices` answers of max_tokens (`n`, `best_of`)."""
         policy = ticket.policy
         if not policy.metered or ticket.unmetered:
             return
-        prompt = ticket.token_bound - ticket.max_tokens
-        costs = sorted((request_cost(prompt, ticket.max_tokens, i, o) for i, o in prices))
-        amount = sum(costs[-answers:])
+        prompt = ticket.token_bound - ticket.max_tokens * ticket.choices
+        generated = ticket.max_tokens * ticket.choices
+        costs = sorted((request_cost(prompt, generated, i, o) for i, o in prices), reverse=True)
+        # One answer per call at most from each tier (fallbacks and escalations go up the
+        # ladder), but never fewer calls than `answers`: the dearest cost covers the rest.
+        amount = sum(costs[:answers]) + max(0, answers - len(costs)) * costs[0]
         hold = Hold(policy.tenant, ticket.day, ticket.month, amount)
         try:
             fits = await self.ledger.reserve(hold, policy.daily_budget, policy.monthly_budget)
@@ -217,9 +228,20 @@ class Gate:
             actual = ticket.hold.amount if ticket.hold else 0
         else:
             actual = request_cost(prompt, completion, *outcome.price)
-        bound = ticket.token_bound - ticket.max_tokens
+        bound = ticket.token_bound - ticket.max_tokens * ticket.choices
         for price, p, c in outcome.earlier:
             actual += request_cost(bound if p is None else p, c or 0, *price)
+        if ticket.hold is not None and actual > ticket.hold.amount:
+            # A backend reported more usage than the request could cost (it ignored
+            # max_tokens, or counted differently): charge the reservation, say so.
+            log.warning(
+                "tenant %s: reported usage costs %d micro-USD, more than the %d reserved; "
+                "charging the reservation",
+                ticket.base.tenant,
+                actual,
+                ticket.hold.amount,
+            )
+            actual = ticket.hold.amount
         top = request_cost(prompt or 0, completion or 0, *self.top_price)
         policy = ticket.base
         if ticket.hold is not None:

@@ -151,6 +151,44 @@ def test_fifty_concurrent_requests_against_a_budget_for_ten(fake, gateway):
     assert small.stats.requests == 10
 
 
+def test_n_choices_are_reserved_so_a_budget_is_never_overspent(fake, gateway):
+    """Issue 13, defect 1: `n` (up to 128) was accepted and one answer reserved; a backend
+    honouring it (vLLM does) then overspent the budget five times over."""
+    small, large = fake("small"), fake("large")
+    for server in (small, large):
+        server.behavior.honour_n = True
+        server.behavior.delay_s = 0.3  # all fifty reserve before any settles
+    payload = {"model": "large", "messages": [{"role": "user", "content": "budget race"}]}
+    data = orjson.dumps({**payload, "max_tokens": 7, "n": 16})
+    one_answer = reservation(data, 7)
+    sixteen = reservation(data, 7 * 16)  # the prompt once, 16 answers of max_tokens
+    budget = 20 * one_answer / 1e6
+    gw = gateway(tenants_config(small, large, {"daily_budget_usd": budget, "on_budget": "reject"}))
+    responses = fifty([gw.url], data)
+    served = [r for r in responses if r.status_code == 200]
+    assert len(served) == 20 * one_answer // sixteen < 20  # before: 20 served, 16x the cost
+    assert len(served[0].json()["choices"]) == 16
+    usage = admin(gw, "usage")
+    assert usage["budget"]["spent_today_usd"] <= budget
+    assert usage["budget"]["reserved_usd"] == 0
+
+
+def test_settlement_never_exceeds_the_reservation(fake, gateway, caplog):
+    small, large = fake("small"), fake("large")
+    large.behavior.usage_scale = 1000  # reports far more tokens than max_tokens allows
+    data = body(model="large", max_tokens=5)
+    gw = gateway(tenants_config(small, large, {"daily_budget_usd": 10.0}))
+    assert post(gw, data).status_code == 200
+    usage = admin(gw, "usage")
+    for _ in range(50):
+        if usage["budget"]["reserved_usd"] == 0:
+            break
+        time.sleep(0.05)
+        usage = admin(gw, "usage")
+    assert round(usage["budget"]["spent_today_usd"] * 1e6) == reservation(data, 5)
+    assert "more than the" in caplog.text
+
+
 def test_fifty_concurrent_requests_across_two_processes_on_one_redis(fake, redis_server, tmp_path):
     small = fake("small")
     small.behavior.delay_s = 0.5
