@@ -45,6 +45,18 @@ class ModelNotFound(InvalidRequest):
     code = "model_not_found"
 
 
+class RequestTimeout(InvalidRequest):
+    """The client did not send its whole body in time (slow or stalled: slowloris)."""
+
+    code = "request_timeout"
+
+
+class ClientGone(RungError):
+    """The client disconnected before its request was read: nobody to answer."""
+
+    code = "client_disconnected"
+
+
 class Unauthorized(RungError):
     """No API key, or not one rung knows."""
 

@@ -28,6 +28,13 @@ class ServerSettings(_Frozen):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     request_timeout_s: PositiveSeconds = 120.0
     """Overall deadline for one request, failover included."""
+    body_timeout_s: PositiveSeconds = 10.0
+    """Longest time a client may take to send its request body (408 after it: a slow or
+    stalled body never holds a connection for long)."""
+    keep_alive_timeout_s: PositiveSeconds = 5.0
+    """How long an idle keep-alive connection stays open (uvicorn's timeout_keep_alive).
+    Headers that trickle in are not bounded by uvicorn: put a proxy with a header timeout
+    (nginx `client_header_timeout`, as in deploy/nginx.conf) in front on an open network."""
     access_log: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     admin_key: SecretStr | None = None

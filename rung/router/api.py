@@ -12,13 +12,14 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect
 from starlette.types import Receive, Scope, Send
 
 from rung.backends import OpenStream, describe
 from rung.cache.assemble import StreamAssembler
 from rung.cache.policy import directives, replay
 from rung.config import RungConfig
-from rung.errors import InvalidRequest, PayloadTooLarge, RungError
+from rung.errors import ClientGone, InvalidRequest, PayloadTooLarge, RequestTimeout, RungError
 from rung.router.decide import Query
 from rung.router.errors import json_response, status_of
 from rung.router.escalate import ProbedStream
@@ -40,16 +41,24 @@ OnDone = Callable[[dict[str, Any] | None], Awaitable[None]]
 router = APIRouter()
 
 
-async def read_json(request: Request, limit: int) -> tuple[Any, int]:
-    """The parsed body and its size in bytes."""
+async def read_json(request: Request, limit: int, timeout_s: float) -> tuple[Any, int]:
+    """The parsed body and its size in bytes; the whole body must arrive within `timeout_s`."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout_s:g}s; send it whole"
+        ) from None
+    except ClientDisconnect:
+        raise ClientGone("the client disconnected while sending its request") from None
     if not body:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
@@ -99,7 +108,9 @@ async def _handle(
     pipeline, gate = runtime.pipeline, runtime.gate
     config = pipeline.config
     policy = gate.authenticate(request.headers.get("authorization"))
-    payload, size = await read_json(request, config.server.max_body_bytes)
+    payload, size = await read_json(
+        request, config.server.max_body_bytes, config.server.body_timeout_s
+    )
     parsed = validate(kind, payload)
     requested = payload.get("max_completion_tokens") or payload.get("max_tokens")
     messages = payload.get("messages")

@@ -13,6 +13,7 @@ from rung.errors import (
     BackendError,
     BackendRejected,
     BackendTimeout,
+    ClientGone,
     Forbidden,
     InsufficientQuota,
     InvalidRequest,
@@ -20,6 +21,7 @@ from rung.errors import (
     NoBackendAvailable,
     PayloadTooLarge,
     RateLimited,
+    RequestTimeout,
     RungError,
     ServiceUnavailable,
     TooManyRequests,
@@ -32,6 +34,8 @@ log = logging.getLogger("rung.router")
 # Most specific first.
 _STATUS: tuple[tuple[type[RungError], int, str], ...] = (
     (PayloadTooLarge, 413, "invalid_request_error"),
+    (RequestTimeout, 408, "invalid_request_error"),
+    (ClientGone, 499, "invalid_request_error"),
     (ModelNotFound, 404, "invalid_request_error"),
     (InvalidRequest, 400, "invalid_request_error"),
     (Unauthorized, 401, "invalid_request_error"),

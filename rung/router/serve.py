@@ -53,4 +53,5 @@ def serve(config: RungConfig, workers: int = 1, config_path: Path | None = None)
         log_level=server.log_level,
         access_log=server.access_log,
         timeout_graceful_shutdown=30,
+        timeout_keep_alive=int(max(1, server.keep_alive_timeout_s)),
     )

@@ -109,11 +109,37 @@ def test_the_sdk_raises_its_own_typed_errors(gw):
         sdk.chat.completions.create(model="rung", messages=[])
 
 
-def test_a_client_that_sends_half_a_body_and_leaves_does_not_wedge_rung(gw):
+def test_a_client_that_sends_half_a_body_and_leaves_does_not_wedge_rung(gw, caplog):
     host, port = "127.0.0.1", int(gw.url.rsplit(":", 1)[1])
     with socket.create_connection((host, port), timeout=5) as sock:
         sock.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
             b'Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{"model"'
         )
+    assert post(gw, OK).status_code == 200
+    # Issue 13, defect 6: a client leaving mid-body is not an error with a traceback.
+    assert "unexpected error" not in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+def test_a_stalled_body_gets_408_within_the_body_timeout(fake, gateway, caplog):
+    """Issue 13, defect 3: a Content-Length larger than what is sent held the connection for
+    40 s and more. Now the body must arrive within server.body_timeout_s."""
+    import time
+
+    config = make_config([tier("small", fake("small"))], server={"body_timeout_s": 0.5})
+    gw = gateway(config)
+    host, port = "127.0.0.1", int(gw.url.rsplit(":", 1)[1])
+    with socket.create_connection((host, port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{"model"'
+        )
+        answer = sock.recv(4096)
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b"request_timeout" in answer
+    assert waited < 3
+    assert "unexpected error" not in caplog.text
     assert post(gw, OK).status_code == 200
