@@ -138,6 +138,14 @@ class SemanticCache:
         if entry is not None:
             self._index(entry)
 
+    async def _rebuild_or_fail(self) -> None:
+        """A rebuild in the background: a store that fails again marks the cache down (and
+        is retried), never an unretrieved task exception."""
+        try:
+            await self._rebuild()
+        except Exception as exc:
+            self._failed(exc)
+
     async def _rebuild(self) -> None:
         self._indexes.clear()
         self._scopes.clear()
@@ -201,7 +209,7 @@ class SemanticCache:
                 self.clock() - self._health.down_since,
             )
             self._health.down_since = None
-            task = asyncio.create_task(self._rebuild())
+            task = asyncio.create_task(self._rebuild_or_fail())
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 

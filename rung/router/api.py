@@ -317,7 +317,10 @@ async def _sse(
 
 @router.get("/v1/models")
 async def models(request: Request) -> Response:
-    config: RungConfig = request.app.state.runtime.config
+    """With tenants configured, a key is needed here too (the tier list is the deployment's)."""
+    runtime: Runtime = request.app.state.runtime
+    runtime.gate.authenticate(request.headers.get("authorization"))
+    config: RungConfig = runtime.config
     created = request.app.state.started
     data = [{"id": "rung", "object": "model", "created": created, "owned_by": "rung"}]
     data += [
@@ -350,6 +353,7 @@ async def readyz(request: Request) -> Response:
     }
     if pipeline.cache is not None:  # informational: a cache outage never makes rung unready
         body["cache"] = pipeline.cache.health()
+    await runtime.gate.probe()
     limits = runtime.gate.health()
     body["limits"] = limits
     if not limits["available"] and limits["mode"] == "fail_closed":

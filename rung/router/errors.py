@@ -66,7 +66,8 @@ def error_response(error: RungError, headers: dict[str, str] | None = None) -> R
     status, type_ = status_of(error)
     if isinstance(error, TooManyRequests):
         headers = {**error.headers, **(headers or {})}
-    if status >= 500:
+    # A store outage is logged once by the gate when it starts and ends, not per request.
+    if status >= 500 and not isinstance(error, ServiceUnavailable):
         log.warning("%s: %s", type(error).__name__, error.message)
     return json_response(error_body(error.message, type_, error.param, error.code), status, headers)
 

@@ -331,6 +331,20 @@ class Gate:
             with contextlib.suppress(Exception):
                 await store.aclose()
 
+    async def probe(self) -> None:
+        """While the store is marked down, one cheap read: recovery shows in /readyz without
+        waiting for a metered request."""
+        if self._down_since is None:
+            return
+        try:
+            await self.ledger.spend(
+                "rung-readiness-probe", *periods(self.clock(), self.config.limits.timezone)
+            )
+        except CounterError:
+            return
+        log.warning("ledger/rate-limit store is back after %.1fs", self.clock() - self._down_since)
+        self._down_since = None
+
     def health(self) -> dict[str, object]:
         return {
             "store": self.config.limits.store,

@@ -320,6 +320,11 @@ def test_redis_down_follows_the_configured_mode(fake, gateway, redis_server, mod
     if mode == "fail_closed":
         assert during.status_code == 503
         assert ready["status"] == "degraded"
+        # Issue 13, defect 7: readiness recovers with Redis, before any metered request.
+        redis_server.start()
+        ready = httpx.get(gw.url + "/readyz").json()
+        assert ready["limits"]["available"] is True
+        assert ready["status"] == "ready"
         return
     assert during.status_code == 200
     assert ready["limits"]["pending_settlements"] == 1
@@ -330,6 +335,13 @@ def test_redis_down_follows_the_configured_mode(fake, gateway, redis_server, mod
     cost = during.json()["usage"]
     expected = request_cost(cost["prompt_tokens"], cost["completion_tokens"], 1.0, 2.0)
     assert round(usage["budget"]["spent_today_usd"] * 1e6) == expected
+
+
+def test_models_needs_a_key_when_tenants_are_configured(fake, gateway):
+    gw = gateway(tenants_config(fake("small"), fake("large"), {}))
+    assert httpx.get(gw.url + "/v1/models").status_code == 401
+    listed = httpx.get(gw.url + "/v1/models", headers={"authorization": f"Bearer {BOB}"})
+    assert [m["id"] for m in listed.json()["data"]] == ["rung", "small", "large"]
 
 
 def test_usage_export_as_csv_and_json(fake, gateway, monkeypatch, capsys):
