@@ -7,9 +7,10 @@ request's scope, each candidate above the similarity threshold checked by the ne
 (exact rules: numbers, quotes, code, negation, names, options) and then by the learned hit
 verifier at the threshold the error budget set (`cache.max_wrong_hit_rate`).
 
-Faults: every store call has a deadline. A failing store turns the cache off for a second (the
-request is answered without it, counted as `bypass`); the first failure and the recovery are
-logged once each, never per request; after recovery the vector index is rebuilt.
+Faults: every store call has a deadline; a call past it is that request's `bypass`. Three
+failures in a row turn the cache off (retried after 1 s, then 2, 4, ... up to 30 s); the outage
+and the recovery are logged once each, never per request; after recovery the vector index is
+re-read in the background and swapped in whole.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ Verify = Callable[[str, str, float], bool]
 verifier at the threshold the error budget set; rung.cache.verifier)."""
 
 RETRY_S = 1.0
+MAX_RETRY_S = 30.0
+STRIKES = 3
+"""Consecutive failed store calls before the store counts as down: one slow reply under load
+is that request's bypass, not an outage (and not a rebuild of the index)."""
 CANDIDATES = 4
 
 
@@ -69,6 +74,9 @@ class _Health:
     down_since: float | None = None
     retry_at: float = 0.0
     errors: int = 0
+    strikes: int = 0
+    """Consecutive failures (reset by any success)."""
+    backoff_s: float = RETRY_S
     resync: bool = False
 
 
@@ -147,10 +155,13 @@ class SemanticCache:
             self._failed(exc)
 
     async def _rebuild(self) -> None:
-        self._indexes.clear()
-        self._scopes.clear()
+        """Re-read every entry into fresh indexes, then swap them in: lookups keep the old
+        index meanwhile instead of missing everything."""
+        indexes: dict[tuple[str, str], ScopeIndex] = {}
+        scopes: dict[tuple[str, str], str] = {}
         async for entry in self.store.entries():
-            self._index(entry)
+            self._index(entry, indexes, scopes)
+        self._indexes, self._scopes = indexes, scopes
 
     # -- index bookkeeping -------------------------------------------------------------------
 
@@ -159,15 +170,22 @@ class SemanticCache:
         group = self._groups.get(tenant)
         return f"group:{group}" if group else f"tenant:{tenant}"
 
-    def _index(self, entry: Entry) -> None:
+    def _index(
+        self,
+        entry: Entry,
+        indexes: dict[tuple[str, str], ScopeIndex] | None = None,
+        scopes: dict[tuple[str, str], str] | None = None,
+    ) -> None:
         if entry.vector is None or not self.config.semantic:
             return
+        indexes = self._indexes if indexes is None else indexes
+        scopes = self._scopes if scopes is None else scopes
         where = (entry.tenant, entry.scope)
-        index = self._indexes.get(where)
+        index = indexes.get(where)
         if index is None:
-            index = self._indexes[where] = ScopeIndex(len(entry.vector), self.config.ann_min)
+            index = indexes[where] = ScopeIndex(len(entry.vector), self.config.ann_min)
         index.add(entry.key, entry.vector)
-        self._scopes[(entry.tenant, entry.key)] = entry.scope
+        scopes[(entry.tenant, entry.key)] = entry.scope
 
     def _unindex(self, group: str, key: str) -> None:
         scope = self._scopes.pop((group, key), None)
@@ -193,9 +211,15 @@ class SemanticCache:
     def _failed(self, exc: BaseException) -> None:
         health = self._health
         health.errors += 1
-        health.retry_at = self.clock() + RETRY_S
-        if health.down_since is None:
+        health.strikes += 1
+        if health.down_since is not None:  # a retry failed: wait longer next time
+            health.backoff_s = min(MAX_RETRY_S, health.backoff_s * 2)
+            health.retry_at = self.clock() + health.backoff_s
+            return
+        if health.strikes >= STRIKES:
             health.down_since = self.clock()
+            health.backoff_s = RETRY_S
+            health.retry_at = self.clock() + RETRY_S
             log.warning(
                 "cache store unavailable (%s: %s); serving without the cache until it is back",
                 type(exc).__name__,
@@ -203,6 +227,7 @@ class SemanticCache:
             )
 
     def _recovered(self) -> None:
+        self._health.strikes = 0
         if self._health.down_since is not None:
             log.warning(
                 "cache store is back after %.1fs; rebuilding the vector index",

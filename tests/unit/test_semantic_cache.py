@@ -199,11 +199,59 @@ async def test_a_failing_store_is_bypassed_then_recovers(caplog: pytest.LogCaptu
         (await cache.lookup("acme", key("hi"), "r1", Decider(unit(1, 0)))).status for _ in range(5)
     ]
     assert statuses == ["bypass"] * 5
-    assert store.calls == 1  # after one failure the store is left alone for a while
+    assert store.calls == 3  # after three failures in a row the store is left alone a while
     assert sum("unavailable" in r.message for r in caplog.records) == 1  # logged once
     store.down = False
     now[0] += 2.0
     assert (await cache.lookup("acme", key("hi"), "r1", Decider(unit(1, 0)))).status == "hit-exact"
     assert sum("is back after" in r.message for r in caplog.records) == 1
     assert (await cache.stats("acme"))["bypassed"] == 5
+    await cache.aclose()
+
+
+async def test_single_slow_replies_are_bypasses_not_outages(caplog: pytest.LogCaptureFixture):
+    """Issue 13, defect 5: every blip marked the store down and rebuilt the whole index."""
+    now = [0.0]
+    store = FlakyStore()
+    cache = SemanticCache(store, CacheConfig(), TIERS, clock=lambda: now[0])
+    await cache.start()
+    await put(cache, "hi", unit(1, 0))
+    rebuilt = [0]
+    original = cache._rebuild
+
+    async def counting() -> None:
+        rebuilt[0] += 1
+        await original()
+
+    cache._rebuild = counting  # type: ignore[method-assign]
+    statuses = []
+    for i in range(30):
+        store.down = i % 5 == 0  # one failure in five calls: a flapping, live store
+        statuses.append((await cache.lookup("acme", key("hi"), "r1", Decider(unit(1, 0)))).status)
+    assert statuses.count("bypass") == 6
+    assert statuses.count("hit-exact") == 24
+    assert cache.health()["available"] is True
+    assert rebuilt[0] == 0
+    assert not any("unavailable" in r.message for r in caplog.records)
+    await cache.aclose()
+
+
+async def test_an_outage_backs_off_exponentially() -> None:
+    now = [0.0]
+    store = FlakyStore()
+    cache = SemanticCache(store, CacheConfig(), TIERS, clock=lambda: now[0])
+    await cache.start()
+    store.down = True
+    for _ in range(3):
+        await cache.lookup("acme", key("hi"), "r1", Decider(unit(1, 0)))
+    waits = []
+    for _ in range(4):
+        calls = store.calls
+        step = 0.0
+        while store.calls == calls:  # advance until the cache tries the store again
+            step += 0.5
+            now[0] += 0.5
+            await cache.lookup("acme", key("hi"), "r1", Decider(unit(1, 0)))
+        waits.append(step)
+    assert waits == [1.0, 2.0, 4.0, 8.0]
     await cache.aclose()
