@@ -5,7 +5,8 @@ under load), too slow for a per-request lookup at that size. From `ann_min` live
 faiss HNSW graph (inner product on unit vectors = cosine) answers in ~0.5 ms; it is built on a
 worker thread while exact search keeps serving, then swapped in. Later vectors are inserted
 into the graph as they come (HNSW grows incrementally); removed keys are filtered out of
-results, and the graph is rebuilt when they reach a quarter of it. Thread-safe: one lock guards
+results, and the graph is rebuilt over the live vectors alone (compacted) when removed ones
+reach a quarter of it, so memory follows the live entries. Thread-safe: one lock guards
 every structure.
 """
 
@@ -34,6 +35,7 @@ class ScopeIndex:
         self._built = 0
         self._building = False
         self._stale = 0  # rows inside the graph whose key was removed or replaced
+        self._changed: set[str] = set()  # keys re-added while a graph was being built
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -42,6 +44,8 @@ class ScopeIndex:
         with self._lock:
             if key in self._rows:
                 self._remove(key)
+            if self._building:
+                self._changed.add(key)
             # Rows inside the graph are never reused: the graph would still point at them.
             row = self._free.pop() if self._free else len(self._keys)
             if row == len(self._keys):
@@ -85,25 +89,48 @@ class ScopeIndex:
             self._free.append(row)
 
     def _build(self) -> None:
+        """Build a graph over the *live* vectors only, renumbered from 0: removed rows are
+        dropped here, so memory stays proportional to the live entries however many come and
+        go (evicted rows used to stay in the matrix and the graph forever)."""
         import faiss
 
         with self._lock:
-            rows = len(self._keys)
-            matrix = self._matrix[:rows].copy()
+            keys = [k for k in self._keys if k is not None]
+            matrix = np.stack([self._matrix[self._rows[k]] for k in keys]) if keys else None
         graph = faiss.IndexHNSWFlat(self.dimension, 32, faiss.METRIC_INNER_PRODUCT)
         graph.hnsw.efConstruction = 40
         graph.hnsw.efSearch = 64
-        graph.add(matrix)
+        if matrix is not None:
+            graph.add(matrix)
         with self._lock:
-            # Rows added while the graph was being built join it now; free rows below the
-            # new end sit inside the graph and are no longer reusable.
-            total = len(self._keys)
-            if total > rows:
-                graph.add(self._matrix[rows:total])
-            self._graph, self._built = graph, total
+            snapshot = set(keys)
+            # Keys added while the graph was built (or re-added with a new vector) join it now;
+            # keys removed meanwhile become stale rows of the new graph.
+            later = [k for k in self._rows if k not in snapshot or self._replaced(k)]
+            order: list[str | None] = [k if k in self._rows and k not in later else None
+                                       for k in keys]  # fmt: skip
+            size = max(16, len(order) + len(later))
+            fresh = np.zeros((size * 2, self.dimension), dtype=np.float32)
+            if matrix is not None:
+                fresh[: len(keys)] = matrix
+            for offset, key in enumerate(later):
+                fresh[len(order) + offset] = self._matrix[self._rows[key]]
+            order += later
+            if later:
+                graph.add(fresh[len(keys) : len(order)])
+            for row, slot in enumerate(order):
+                if slot is None:
+                    fresh[row] = 0.0
+            self._matrix, self._keys = fresh, order
+            self._rows = {k: i for i, k in enumerate(order) if k is not None}
+            self._graph, self._built = graph, len(order)
             self._free = []
-            self._stale = sum(1 for i in range(total) if self._keys[i] is None)
+            self._stale = sum(1 for k in order if k is None)
             self._building = False
+            self._changed.clear()
+
+    def _replaced(self, key: str) -> bool:
+        return key in self._changed
 
     def search(self, vector: Vector, k: int = 4) -> list[tuple[str, float]]:
         """The k most similar live keys with their cosine, best first."""

@@ -48,3 +48,23 @@ def test_replacing_a_key_moves_it_and_many_removals_rebuild_the_graph() -> None:
     assert len(index) == 202
     assert index.search(x[300], 1)[0][0] == "k300"
     assert index.search(x[599], 1)[0][0] == "new"
+
+
+def test_memory_follows_the_live_entries_under_churn():
+    """Issue 13, defect 2: evicted rows stayed in the matrix and the graph forever, so a full
+    cache kept growing by a vector (and its graph links) per request."""
+    rng = np.random.default_rng(3)
+    index = ScopeIndex(16, ann_min=200, background=False)
+    live: list[str] = []
+    for i in range(6000):
+        v = rng.normal(size=16).astype(np.float32)
+        index.add(f"k{i}", v / np.linalg.norm(v))
+        live.append(f"k{i}")
+        if len(live) > 500:  # a cache capped at 500 entries evicts its oldest
+            index.remove(live.pop(0))
+    assert len(index) == 500
+    assert len(index._keys) <= 2 * 500  # rows: the live ones plus at most a quarter stale
+    assert index._graph.ntotal <= 2 * 500
+    v = index._matrix[index._rows["k5999"]]
+    assert index.search(v, 1)[0][0] == "k5999"
+    assert all(key in set(live) for key, _ in index.search(v, 10))
