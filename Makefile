@@ -52,7 +52,7 @@ unit: install
 
 ## Gateway overhead: straight to a backend vs through rung, printed as JSON.
 bench: install
-	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/overhead.py --out bench/results/overhead.json
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info .rung

@@ -34,11 +34,29 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _port_is_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _up(args: argparse.Namespace) -> int:
     from rung.router.app import prepare_routing
     from rung.up import run_up
 
     config = _with_overrides(load_config(args.config), args)
+    server = config.server
+    if not _port_is_free(server.host, server.port):  # before any model server loads
+        raise RungError(
+            f"port {server.port} on {server.host} is taken: stop what uses it, or pick another "
+            f"with `make run PORT=8081` (or `rung up --port 8081`)"
+        )
     prepare_routing(config)
     return run_up(config, Path(args.models_dir), Path(args.log_dir), allow_fetch=not args.no_fetch)
 
@@ -537,11 +555,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rung.classifiers.model import ModelError
+
     args = build_parser().parse_args(argv)
     try:
         code: int = args.run(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ModelError as exc:  # a missing or mismatched classifier is a config problem
+        print(f"error: {exc.message}", file=sys.stderr)
         return 2
     except RungError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

@@ -256,7 +256,9 @@ class Pipeline:
             raise ValueError("not a cache hit")
         tier = max(plan.decided, 0)
         served = Served(tier, entry.model, plan.reason, cache=plan.cache.status)
-        served.similarity = plan.cache.similarity
+        # The cosine means something for a semantic hit only (an exact hit is the same text).
+        if plan.cache.status == "hit-semantic":
+            served.similarity = plan.cache.similarity
         return entry.body, served
 
     async def remember(self, plan: Plan, payload: Json, body: Json, served: Served) -> None:

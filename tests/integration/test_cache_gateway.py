@@ -54,6 +54,7 @@ def test_repeat_and_paraphrase_hit_near_miss_does_not(fake, gateway):
     wait_stored(gw, 1)
     again = ask(gw, FRANCE)
     assert again.headers["x-rung-cache"] == "hit-exact"
+    assert "x-rung-cache-similarity" not in again.headers  # a cosine only for semantic hits
     assert again.headers["x-rung-tier"] == "small"
     assert again.parse().choices[0].message.content == first.parse().choices[0].message.content
     rephrased = ask(gw, "What's the capital of France?")

@@ -37,6 +37,33 @@ def test_config_check_accepts_the_example_and_rejects_a_typo(tmp_path):
     assert "server.prot: unknown key" in result.stderr
 
 
+def test_a_missing_classifier_is_a_config_error_exit_2(tmp_path):
+    data = yaml.safe_load((ROOT / "config" / "example.yaml").read_text())
+    data["routing"]["classifier"] = str(tmp_path / "no-such-classifier")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = rung("config", "check", str(path))
+    assert result.returncode == 2
+    assert "no classifier" in result.stderr
+
+
+def test_rung_up_refuses_a_busy_port_before_loading_anything(tmp_path):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.monotonic()
+        result = rung("up", "--config", str(ROOT / "config" / "local.yaml"), "--port", str(port),
+                      "--log-dir", str(tmp_path))  # fmt: skip
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is taken" in result.stderr
+    assert "PORT=" in result.stderr
+    assert time.monotonic() - started < 20  # no model server was started
+    assert not list(tmp_path.iterdir())
+
+
 def wait_http(url: str, proc: subprocess.Popen[str], timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
