@@ -23,7 +23,8 @@ from rung.errors import ClientGone, InvalidRequest, PayloadTooLarge, RequestTime
 from rung.router.decide import Query
 from rung.router.errors import json_response, status_of
 from rung.router.escalate import ProbedStream
-from rung.router.pipeline import Pipeline, Plan, Served
+from rung.router.pipeline import Pipeline
+from rung.router.plan import Plan, Served
 from rung.router.runtime import Runtime
 from rung.router.schemas import (
     ChatRequest,

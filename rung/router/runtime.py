@@ -32,6 +32,7 @@ from rung.classifiers.model import load, resolve
 from rung.confidence.calibrator import load_calibrator, shipped_calibrator
 from rung.config import DEFAULT_GOAL, CacheConfig, RungConfig, load_config
 from rung.errors import ConfigError
+from rung.router.checks import cache_embedder, check_routing, embedder_specs
 from rung.router.decide import ClassifierChooser, LengthChooser, TierChooser
 from rung.router.pipeline import Pipeline
 from rung.tenants.gate import Gate
@@ -41,32 +42,6 @@ from rung.weights.fetch import default_models_dir
 
 log = logging.getLogger("rung.router")
 WATCH_INTERVAL_S = 2.0
-
-
-def cache_embedder(config: RungConfig) -> str | None:
-    """The embedder the semantic cache matches with (None: the cache needs none)."""
-    cache = config.cache
-    if not (cache.enabled and cache.semantic):
-        return None
-    return cache.embedder or config.routing.embedder
-
-
-def embedder_specs(config: RungConfig) -> list[str]:
-    """The embedders this config runs: the classifier's, the cache's and, for the cache's hit
-    verifier, the static table's word vectors (each once)."""
-    specs = [config.routing.embedder] if config.routing.policy == "classifier" else []
-    cached = cache_embedder(config)
-    wanted = [cached] if cached is not None else []
-    if cached is not None and config.cache.verifier is not None:
-        wanted.append(static.NAME)
-    for spec in wanted:
-        if spec not in specs:
-            specs.append(spec)
-    return specs
-
-
-def needs_embedder(config: RungConfig) -> bool:
-    return bool(embedder_specs(config))
 
 
 @dataclass(frozen=True)
@@ -354,8 +329,6 @@ class Reloader:
                     update={"host": old.config.server.host, "port": old.config.server.port}
                 )
                 config = config.model_copy(update={"server": server})
-                from rung.router.app import check_routing
-
                 check_routing(config)
                 new = await Runtime.build(config, old)
             except ConfigError as exc:

@@ -1,0 +1,83 @@
+"""What the pipeline decided for a request (`Plan`) and what it did (`Served`, `Call`): plain
+values for headers, accounting and logs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rung.cache.keys import CacheKey
+from rung.cache.semantic import Lookup
+from rung.config import RungConfig
+
+DEFAULT_TENANT = "default"
+"""A request's tenant when no tenants are configured."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    order: tuple[int, ...]
+    """Tiers to try, in order (empty for a cache hit)."""
+    reason: str
+    decided: int
+    tenant: str = DEFAULT_TENANT
+    key: CacheKey | None = None
+    """The request's cache key when it may be looked up or stored."""
+    cache: Lookup | None = None
+    vector: np.ndarray | None = None
+    route_key: str = ""
+    threshold: float | None = None
+    """Escalate answers whose confidence is below this (None: no escalation)."""
+    deadline: float = 0.0
+    """The request's deadline (loop time) across fallbacks and escalations."""
+
+
+@dataclass
+class Call:
+    """One backend answer this request paid for."""
+
+    tier: int
+    usage: dict[str, Any] | None
+    tokens_seen: int = 0
+    """For a stream abandoned by an escalation probe: tokens read before cancelling it."""
+
+
+@dataclass
+class Served:
+    """What the pipeline did for one request, for headers, logs and later for accounting."""
+
+    tier: int = -1
+    model: str = ""
+    reason: str = ""
+    fallback: list[str] = field(default_factory=list)
+    cache: str | None = None
+    """x-rung-cache: hit-exact | hit-semantic | miss | bypass (None: the cache is off)."""
+    tried: list[str] = field(default_factory=list)
+    """Every tier called, in order."""
+    similarity: float | None = None
+    escalated: list[str] = field(default_factory=list)
+    """`from->to` for each escalation."""
+    confidence: float | None = None
+    """The last judged answer's confidence."""
+    calls: list[Call] = field(default_factory=list)
+    """Answers escalated away from (the final answer is accounted separately)."""
+
+    def headers(self, config: RungConfig) -> dict[str, str]:
+        headers = {
+            "x-rung-tier": config.tiers[self.tier].name,
+            "x-rung-model": self.model,
+            "x-rung-route-reason": self.reason,
+        }
+        if self.fallback:
+            headers["x-rung-fallback"] = "; ".join(self.fallback)
+        if self.cache is not None:
+            headers["x-rung-cache"] = self.cache
+        if self.similarity is not None:
+            headers["x-rung-cache-similarity"] = f"{self.similarity:.4f}"
+        if self.escalated:
+            headers["x-rung-escalated"] = ",".join(self.escalated)
+        if self.confidence is not None:
+            headers["x-rung-confidence"] = f"{self.confidence:.3f}"
+        return headers
