@@ -95,6 +95,9 @@ class LimitsConfig(Frozen):
     """Redis unreachable: `fail_closed` refuses metered requests with 503; `fail_open` serves
     them and reconciles their cost when Redis is back (bounded: `fail_open_max_requests`)."""
     fail_open_max_requests: int = Field(default=10_000, ge=0)
+    reservation_lease_s: float = Field(default=600.0, gt=0)
+    """A reservation stops counting by itself after this long if nothing settles it (a
+    gateway crashed mid-request, a store reply was lost); keep it above the longest request."""
     timezone: str = "UTC"
     """Where days and months roll over (an IANA name, e.g. Europe/Berlin)."""
     usage_records_max: int = Field(default=100_000, ge=0)

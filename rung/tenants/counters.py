@@ -11,19 +11,28 @@ their upper bound (prompt + max_tokens) and adjusted to the actual count afterwa
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
+
+DEFAULT_LEASE_S = 600.0
 
 
 @dataclass(frozen=True)
 class Hold:
-    """A reservation: what `settle` needs to release it."""
+    """A reservation: what `settle` needs to release it. It is a lease: if nothing settles it
+    within `lease_s` (a gateway crashed mid-request, a reply to the store was lost), it stops
+    counting by itself; a late settlement then adds the spend and releases nothing twice."""
 
     tenant: str
     day: str
     month: str
     amount: int
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    lease_s: float = DEFAULT_LEASE_S
 
 
 @dataclass(frozen=True)
@@ -79,9 +88,18 @@ class RateLimiter(Protocol):
 class MemoryLedger:
     """One process's ledger; periods beyond the last `keep` are forgotten."""
 
-    def __init__(self, keep: int = 10_000) -> None:
+    def __init__(self, keep: int = 10_000, clock: Callable[[], float] = time.time) -> None:
         self.keep = keep
+        self.clock = clock
         self._periods: OrderedDict[tuple[str, str], list[int]] = OrderedDict()  # [spent, reserved]
+        self._holds: dict[str, tuple[Hold, float]] = {}  # live leases: id -> (hold, expiry)
+
+    def _expire(self) -> None:
+        now = self.clock()
+        for hold_id in [h for h, (_, until) in self._holds.items() if until <= now]:
+            hold, _ = self._holds.pop(hold_id)
+            for period in (hold.day, hold.month):
+                self._period(hold.tenant, period)[1] -= hold.amount
 
     def _period(self, tenant: str, period: str) -> list[int]:
         key = (tenant, period)
@@ -93,6 +111,7 @@ class MemoryLedger:
         return counters
 
     async def reserve(self, hold: Hold, daily: int | None, monthly: int | None) -> bool:
+        self._expire()
         day = self._period(hold.tenant, hold.day)
         month = self._period(hold.tenant, hold.month)
         if daily is not None and sum(day) + hold.amount > daily:
@@ -101,15 +120,20 @@ class MemoryLedger:
             return False
         day[1] += hold.amount
         month[1] += hold.amount
+        self._holds[hold.id] = (hold, self.clock() + hold.lease_s)
         return True
 
     async def settle(self, hold: Hold, actual: int) -> None:
+        self._expire()
+        live = self._holds.pop(hold.id, None) is not None
         for period in (hold.day, hold.month):
             counters = self._period(hold.tenant, period)
             counters[0] += actual
-            counters[1] -= hold.amount
+            if live:  # an expired lease was released already
+                counters[1] -= hold.amount
 
     async def spend(self, tenant: str, day: str, month: str) -> Spend:
+        self._expire()
         d = self._periods.get((tenant, day), [0, 0])
         m = self._periods.get((tenant, month), [0, 0])
         return Spend(d[0], d[1], m[0], m[1])

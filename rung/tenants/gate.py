@@ -199,7 +199,8 @@ class Gate:
         # One answer per call at most from each tier (fallbacks and escalations go up the
         # ladder), but never fewer calls than `answers`: the dearest cost covers the rest.
         amount = sum(costs[:answers]) + max(0, answers - len(costs)) * costs[0]
-        hold = Hold(policy.tenant, ticket.day, ticket.month, amount)
+        lease = self.config.limits.reservation_lease_s
+        hold = Hold(policy.tenant, ticket.day, ticket.month, amount, lease_s=lease)
         try:
             fits = await self.ledger.reserve(hold, policy.daily_budget, policy.monthly_budget)
         except CounterError as exc:

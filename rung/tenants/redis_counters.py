@@ -3,6 +3,9 @@ a Redis admit exactly what fits. Keys under `rung:`:
 
 - `rung:ledger:{tenant}:{period}`: hash {spent, reserved} in micro-USD, for a day (`2026-11-29`)
   and a month (`2026-11`); expire 3 days / 40 days after their last write;
+- `rung:holds:{tenant}:{period}`: sorted set of live reservations (`id:amount`, scored by
+  when their lease ends, Redis server time in ms); every script first releases the expired
+  ones, so a reservation whose gateway crashed stops counting by itself;
 - `rung:rate:{tenant}:{minute}`: hash {requests, tokens}; expires after two minutes.
 """
 
@@ -16,7 +19,22 @@ import redis.asyncio as aioredis
 from rung.redisconn import connect, guarded
 from rung.tenants.counters import Admission, Hold, Spend
 
-RESERVE = """
+EXPIRE_HOLDS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for i = 1, 2 do
+  local gone = redis.call('ZRANGEBYSCORE', KEYS[2 + i], '-inf', now)
+  for _, member in ipairs(gone) do
+    local amount = tonumber(string.match(member, ':(%d+)$'))
+    redis.call('HINCRBY', KEYS[i], 'reserved', 0 - amount)
+  end
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2 + i], '-inf', now) end
+end
+"""
+
+RESERVE = (
+    EXPIRE_HOLDS
+    + """
 local amount = tonumber(ARGV[1])
 local limits = {tonumber(ARGV[2]), tonumber(ARGV[3])}
 for i = 1, 2 do
@@ -29,18 +47,35 @@ end
 for i = 1, 2 do
   redis.call('HINCRBY', KEYS[i], 'reserved', amount)
   redis.call('EXPIRE', KEYS[i], ARGV[3 + i])
+  redis.call('ZADD', KEYS[2 + i], now + tonumber(ARGV[7]), ARGV[6])
+  redis.call('EXPIRE', KEYS[2 + i], ARGV[3 + i])
 end
 return 1
 """
+)
 
-SETTLE = """
+SETTLE = (
+    EXPIRE_HOLDS
+    + """
 for i = 1, 2 do
-  redis.call('HINCRBY', KEYS[i], 'reserved', 0 - tonumber(ARGV[1]))  -- never "-0"
+  if redis.call('ZREM', KEYS[2 + i], ARGV[5]) == 1 then  -- an expired lease was released
+    redis.call('HINCRBY', KEYS[i], 'reserved', 0 - tonumber(ARGV[1]))  -- never "-0"
+  end
   redis.call('HINCRBY', KEYS[i], 'spent', tonumber(ARGV[2]))
   redis.call('EXPIRE', KEYS[i], ARGV[2 + i])
 end
 return 1
 """
+)
+
+SPEND = (
+    EXPIRE_HOLDS
+    + """
+local a = redis.call('HMGET', KEYS[1], 'spent', 'reserved')
+local b = redis.call('HMGET', KEYS[2], 'spent', 'reserved')
+return {a[1] or '0', a[2] or '0', b[1] or '0', b[2] or '0'}
+"""
+)
 
 ADMIT = """
 local requests = tonumber(redis.call('HGET', KEYS[1], 'requests') or '0')
@@ -74,28 +109,39 @@ def _key(tenant: str, period: str) -> str:
     return f"rung:ledger:{tenant}:{period}"
 
 
+def _keys(tenant: str, day: str, month: str) -> list[str]:
+    return [
+        _key(tenant, day),
+        _key(tenant, month),
+        f"rung:holds:{tenant}:{day}",
+        f"rung:holds:{tenant}:{month}",
+    ]
+
+
 class RedisLedger:
     def __init__(self, url: str, timeout_s: float) -> None:
         self._redis = client(url, timeout_s)
         self._reserve = self._redis.register_script(RESERVE)
         self._settle = self._redis.register_script(SETTLE)
+        self._spend = self._redis.register_script(SPEND)
 
     async def reserve(self, hold: Hold, daily: int | None, monthly: int | None) -> bool:
-        keys = [_key(hold.tenant, hold.day), _key(hold.tenant, hold.month)]
+        keys = _keys(hold.tenant, hold.day, hold.month)
         limits = [-1 if daily is None else daily, -1 if monthly is None else monthly]
-        args = [hold.amount, *limits, DAY_TTL, MONTH_TTL]
+        member = f"{hold.id}:{hold.amount}"
+        args: list[str | int] = [hold.amount, *limits, DAY_TTL, MONTH_TTL, member]
+        args.append(int(hold.lease_s * 1000))
         return bool(await guard(self._reserve(keys=keys, args=args)))
 
     async def settle(self, hold: Hold, actual: int) -> None:
-        keys = [_key(hold.tenant, hold.day), _key(hold.tenant, hold.month)]
-        await guard(self._settle(keys=keys, args=[hold.amount, actual, DAY_TTL, MONTH_TTL]))
+        keys = _keys(hold.tenant, hold.day, hold.month)
+        args: list[str | int] = [hold.amount, actual, DAY_TTL, MONTH_TTL]
+        args.append(f"{hold.id}:{hold.amount}")
+        await guard(self._settle(keys=keys, args=args))
 
     async def spend(self, tenant: str, day: str, month: str) -> Spend:
-        async with self._redis.pipeline(transaction=False) as tx:
-            tx.hmget(_key(tenant, day), ["spent", "reserved"])
-            tx.hmget(_key(tenant, month), ["spent", "reserved"])
-            (ds, dr), (ms, mr) = await guard(tx.execute())
-        return Spend(*(int(v or 0) for v in (ds, dr, ms, mr)))
+        values = await guard(self._spend(keys=_keys(tenant, day, month), args=[]))
+        return Spend(*(int(v or 0) for v in values))
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -28,16 +28,17 @@ async def stores(request: pytest.FixtureRequest, redis_server: RedisServer) -> A
 
 async def test_reservations_never_exceed_a_budget_and_settle_exactly(stores: Any) -> None:
     ledger, _, _ = stores
-    hold = Hold("acme", "2026-11-29", "2026-11", 40)
-    results = await asyncio.gather(*(ledger.reserve(hold, 100, 1000) for _ in range(5)))
+    holds = [Hold("acme", "2026-11-29", "2026-11", 40) for _ in range(5)]
+    results = await asyncio.gather(*(ledger.reserve(h, 100, 1000) for h in holds))
     assert sorted(results) == [False, False, False, True, True]  # 2 x 40 fit in 100
     spend = await ledger.spend("acme", "2026-11-29", "2026-11")
     assert (spend.day_spent, spend.day_reserved, spend.month_reserved) == (0, 80, 80)
-    await ledger.settle(hold, 25)
-    await ledger.settle(hold, 0)  # a failed call releases all of its reservation
+    first, second = (h for h, ok in zip(holds, results, strict=True) if ok)
+    await ledger.settle(first, 25)
+    await ledger.settle(second, 0)  # a failed call releases all of its reservation
     spend = await ledger.spend("acme", "2026-11-29", "2026-11")
     assert (spend.day_spent, spend.day_reserved, spend.month_spent) == (25, 0, 25)
-    assert await ledger.reserve(hold, 100, 1000)  # 25 + 40 <= 100
+    assert await ledger.reserve(Hold("acme", "2026-11-29", "2026-11", 40), 100, 1000)
     assert not await ledger.reserve(Hold("acme", "2026-11-29", "2026-11", 40), 100, 64)  # month
     # An unmetered outage's cost is settled against a zero reservation.
     await ledger.settle(Hold("acme", "2026-11-30", "2026-11", 0), 7)
@@ -45,6 +46,26 @@ async def test_reservations_never_exceed_a_budget_and_settle_exactly(stores: Any
     assert (spend.day_spent, spend.day_reserved, spend.month_spent) == (7, 0, 32)
     other = await ledger.spend("globex", "2026-11-29", "2026-11")
     assert other.day_used == 0
+
+
+async def test_a_reservation_nobody_settles_expires_and_a_late_settlement_counts_once(
+    stores: Any,
+) -> None:
+    """Issue 13, defect 4: a gateway that crashed mid-request (or a reply lost to a paused
+    Redis) left its reservation counted forever. Reservations are leases now."""
+    ledger, _, _ = stores
+    crashed = Hold("acme", "2026-12-01", "2026-12", 60, lease_s=0.2)
+    late = Hold("acme", "2026-12-01", "2026-12", 30, lease_s=0.2)
+    assert await ledger.reserve(crashed, 100, None)
+    assert await ledger.reserve(late, 100, None)
+    assert not await ledger.reserve(Hold("acme", "2026-12-01", "2026-12", 20), 100, None)
+    await asyncio.sleep(0.4)
+    spend = await ledger.spend("acme", "2026-12-01", "2026-12")
+    assert (spend.day_spent, spend.day_reserved) == (0, 0)  # both leases ran out
+    await ledger.settle(late, 25)  # settled after its lease: the spend counts, once
+    spend = await ledger.spend("acme", "2026-12-01", "2026-12")
+    assert (spend.day_spent, spend.day_reserved, spend.month_reserved) == (25, 0, 0)
+    assert await ledger.reserve(Hold("acme", "2026-12-01", "2026-12", 75), 100, None)
 
 
 async def test_rate_windows_count_requests_and_tokens(stores: Any) -> None:
