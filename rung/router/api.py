@@ -68,12 +68,36 @@ async def read_json(request: Request, limit: int, timeout_s: float) -> tuple[Any
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
 
 
-@router.post("/v1/chat/completions")
+def _body_schema(model: type[ChatRequest | CompletionRequest]) -> dict[str, Any]:
+    """The request body in /openapi.json, so schema-driven fuzzers and client generators work
+    (the handler reads the raw body itself: unknown parameters are forwarded as they are)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:  # the wire models are not recursive: refs can be inlined
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.rsplit("/", 1)[1]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": inline(schema)}},
+        }
+    }
+
+
+@router.post("/v1/chat/completions", openapi_extra=_body_schema(ChatRequest))
 async def chat_completions(request: Request) -> Response:
     return await _serve(request, ChatRequest, "/chat/completions")
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", openapi_extra=_body_schema(CompletionRequest))
 async def completions(request: Request) -> Response:
     return await _serve(request, CompletionRequest, "/completions")
 
