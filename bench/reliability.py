@@ -7,6 +7,9 @@ with unique prompts, injects a fault mid-run and reports what clients saw:
 - `tier_killed`: both replicas of small are killed under load (large answers);
 - `redis_paused`: the limits and cache store is SIGSTOPped for 5 s, then continued, under load
   (limits fail_open): afterwards the reservations must be back to 0;
+- `hanging_backend`, `garbage_backend`, `dropping_backend`: the small tier's only replica hangs
+  past its read timeout, answers garbage, or drops connections (large answers);
+- `redis_killed`: the store SIGKILLed under load and restarted empty on the same port;
 - `budget_race`: two gateways on one Redis, 100 concurrent `n: 4` requests against a budget
   for 10 single answers: spend must stay within the budget, reservations back to 0.
 
@@ -39,10 +42,10 @@ ADMIN = "reliability-admin-key-0123"
 KEY = "reliability-tenant-key-0123"
 
 
-def fake(port: int) -> subprocess.Popen[bytes]:
+def fake(port: int, *flags: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "rung.backends.fake_server", "--port", str(port),
-         "--reply", "fine"],
+         "--reply", "fine", *flags],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     wait_for_port(port)
@@ -166,6 +169,20 @@ def main() -> None:
             report["tier_killed"] = asyncio.run(
                 drive([url], n, 16, lambda: backends[1].send_signal(signal.SIGKILL))
             )
+            # Bad backends in front of a good one: a hanging one (past its 5 s read timeout),
+            # one that answers garbage, one that drops the connection.
+            for label, flags in (
+                ("hanging_backend", ("--delay", "30")),
+                ("garbage_backend", ("--mode", "garbage")),
+                ("dropping_backend", ("--mode", "drop")),
+            ):
+                bad = free_port()
+                procs.append(fake(bad, *flags))
+                gw = free_port()
+                procs.append(gateway(tmp, base(gw, [bad], ports[3:])))
+                report[label] = asyncio.run(
+                    drive([f"http://127.0.0.1:{gw}/v1/chat/completions"], n // 4, 16)
+                )
             if binary is not None:
                 redis = RedisServer(binary).start()
                 try:
@@ -183,6 +200,7 @@ def main() -> None:
                         os.kill(pid, signal.SIGCONT)
 
                     report["redis_paused"] = asyncio.run(drive([gurl], n, 16, pause))
+
                     time.sleep(3)  # reconciliation runs every second
                     spent = usage(gw)
                     paused = report["redis_paused"]
@@ -191,6 +209,15 @@ def main() -> None:
                     spent = usage(gw)
                     paused["reserved_after_lease_usd"] = spent["budget"]["reserved_usd"]
                     paused["requests_recorded"] = spent["today"]["requests"]
+
+                    def kill_and_restart() -> None:
+                        assert redis.process is not None
+                        redis.process.send_signal(signal.SIGKILL)
+                        redis.process.wait()
+                        time.sleep(3)
+                        redis.start()  # same port, empty
+
+                    report["redis_killed"] = asyncio.run(drive([gurl], n, 16, kill_and_restart))
                     # Two gateways on one Redis, n=4 each, against a budget for 10 answers.
                     race_ports = [free_port(), free_port()]
                     one = 4 * (40 + 8 * 2)  # bound of the prompt (bytes) + 4 x 8 tokens x 2 $

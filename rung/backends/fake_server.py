@@ -258,9 +258,19 @@ class FakeServer:
         return resp
 
 
-async def _serve_forever(port: int, name: str, model: str, host: str, reply: str | None) -> None:
+async def _serve_forever(
+    port: int,
+    name: str,
+    model: str,
+    host: str,
+    reply: str | None,
+    mode: Mode = "ok",
+    delay_s: float = 0.0,
+) -> None:
     server = FakeServer(name=name, model=model)
     server.behavior.reply = reply
+    server.behavior.mode = mode
+    server.behavior.delay_s = delay_s
     await server.start(host, port)
     print(f"fake backend {name} ({model}) on {server.url}", flush=True)
     try:
@@ -276,9 +286,17 @@ def main() -> None:
     parser.add_argument("--name", default="fake")
     parser.add_argument("--model", default="fake-model")
     parser.add_argument("--reply", help="fixed answer text (default: echo the question)")
+    parser.add_argument(
+        "--mode", default="ok", choices=["ok", "error", "garbage", "drop", "drop_mid_stream"]
+    )
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before answering")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve_forever(args.port, args.name, args.model, args.host, args.reply))
+        asyncio.run(
+            _serve_forever(
+                args.port, args.name, args.model, args.host, args.reply, args.mode, args.delay
+            )
+        )
 
 
 if __name__ == "__main__":
