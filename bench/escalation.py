@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from rung.classifiers import workflow
-from rung.classifiers.decision import choose_tiers
+from rung.classifiers.decision import choose_tiers_by_threshold
 from rung.classifiers.embedder import open_embedder
 from rung.classifiers.outcomes import ladder_data, load_ladder, read_outcomes, read_rows
 from rung.confidence.fit import auroc, calibration_error, examples, held_out
@@ -36,17 +36,10 @@ THRESHOLDS = [round(t, 2) for t in np.arange(0.0, 1.01, 0.05)]
 
 
 def classifier_out_of_fold(data: Any, ladder: Any, folds: int = 5) -> np.ndarray:
-    embedder, identity = open_embedder("minilm-l6-int8", default_models_dir(), threads=2)
+    embedder, identity = open_embedder("static-minilm-l6", default_models_dir())
     texts = [o.prompt for o in data.outcomes]
     vectors = workflow.embed_all(embedder, identity, texts, workflow.embeddings_cache_dir())
-    probabilities = np.zeros(data.scores.shape)
-    assignment = np.random.default_rng(0).permutation(len(texts)) % folds
-    for fold in range(folds):
-        train, test = np.flatnonzero(assignment != fold), np.flatnonzero(assignment == fold)
-        part = workflow._subset(data, train)
-        model = workflow.fit(part, vectors[train], ladder, identity, "blend", [])
-        probabilities[test] = model.predict(vectors[test], [texts[i] for i in test])
-    return probabilities
+    return workflow.out_of_fold(data, vectors, ladder, identity, "blend", folds)
 
 
 def point(ok: np.ndarray, cost: np.ndarray, cpu: np.ndarray, **what: Any) -> dict[str, Any]:
@@ -103,7 +96,7 @@ def main() -> None:
     prices = ladder.prices
     curves: dict[str, list[dict[str, Any]]] = {"classifier": [], "escalation": [], "both": []}
     for target in TARGETS:
-        tier = choose_tiers(probs, prices, target)
+        tier = choose_tiers_by_threshold(probs, prices, target)
         idx = np.arange(len(tier))
         curves["classifier"].append(
             point(ok[idx, tier], cost[idx, tier], cpu[idx, tier], target=target)

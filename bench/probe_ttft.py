@@ -23,7 +23,7 @@ import aiohttp
 import uvicorn
 
 from rung.backends.local.launcher import LocalLadder
-from rung.config import CacheConfig, EscalationConfig, load_config
+from rung.config import CacheConfig, EscalationConfig, GoalConfig, load_config
 from rung.ports import free_port
 from rung.router.app import create_app
 from rung.weights.fetch import default_models_dir
@@ -68,7 +68,8 @@ async def run(config: Any, requests: int) -> dict[str, Any]:
     base = config.model_copy(
         update={
             "cache": CacheConfig(enabled=False),
-            "routing": config.routing.model_copy(update={"quality_target": 0.0}),  # small tier
+            # the cheapest goal: the classifier picks the small tier
+            "routing": config.routing.model_copy(update={"goal": GoalConfig(max_cost_share=0.01)}),
         }
     )
     probing = base.model_copy(update={"escalation": EscalationConfig(enabled=True, threshold=0.0)})

@@ -91,16 +91,7 @@ def export(model: Any) -> Trees:
     )
 
 
-def rates(scores: Array, same: npt.NDArray[np.bool_], threshold: float) -> dict[str, Any]:
-    served = scores >= threshold
-    return {
-        "pairs": len(scores),
-        "hit_rate": float(served[same].mean()) if same.any() else None,
-        "wrong_hit_rate": float(served[~same].mean()) if (~same).any() else None,
-    }
-
-
-__all__ = ["FEATURES", "fit_trees", "rates", "split_by_question", "threshold_for", "upper_bound"]
+__all__ = ["FEATURES", "fit_trees", "split_by_question", "threshold_for", "upper_bound"]
 
 
 def build_sets(

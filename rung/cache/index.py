@@ -106,7 +106,7 @@ class ScopeIndex:
             snapshot = set(keys)
             # Keys added while the graph was built (or re-added with a new vector) join it now;
             # keys removed meanwhile become stale rows of the new graph.
-            later = [k for k in self._rows if k not in snapshot or self._replaced(k)]
+            later = [k for k in self._rows if k not in snapshot or k in self._changed]
             order: list[str | None] = [k if k in self._rows and k not in later else None
                                        for k in keys]  # fmt: skip
             size = max(16, len(order) + len(later))
@@ -128,9 +128,6 @@ class ScopeIndex:
             self._stale = sum(1 for k in order if k is None)
             self._building = False
             self._changed.clear()
-
-    def _replaced(self, key: str) -> bool:
-        return key in self._changed
 
     def search(self, vector: Vector, k: int = 4) -> list[tuple[str, float]]:
         """The k most similar live keys with their cosine, best first."""

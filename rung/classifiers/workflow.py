@@ -299,6 +299,36 @@ def cross_validate(
     }
 
 
+def out_of_fold(
+    data: LadderData,
+    embeddings: Matrix,
+    ladder: Ladder,
+    identity: dict[str, str],
+    method: Method = "blend",
+    folds: int = 5,
+    seed: int = 0,
+) -> Array:
+    """[prompts, tiers] probabilities, each from a model fitted on the other folds (for replays
+    such as bench/escalation.py that need a routing decision for every labelled prompt)."""
+    texts = [o.prompt for o in data.outcomes]
+    probabilities = np.zeros(data.scores.shape)
+    assignment = np.random.default_rng(seed).permutation(len(texts)) % folds
+    for fold in range(folds):
+        fit_rows, held = np.flatnonzero(assignment != fold), np.flatnonzero(assignment == fold)
+        part = subset(data, fit_rows)
+        model = train(
+            embeddings[fit_rows],
+            [texts[i] for i in fit_rows],
+            part.scores,
+            part.others,
+            [t.model_dump() for t in ladder.tiers],
+            identity,
+            method,
+        )
+        probabilities[held] = model.predict(embeddings[held], [texts[i] for i in held])
+    return probabilities
+
+
 def subset(data: LadderData, rows: npt.NDArray[np.int64]) -> LadderData:
     return LadderData(
         [data.outcomes[i] for i in rows], data.scores[rows], data.costs[rows], data.others[rows]
