@@ -204,7 +204,9 @@ async def test_two_replicas_on_one_redis_share_entries_but_never_across_tenants(
     from rung.cache.semantic import SemanticCache
     from rung.config import CacheConfig
 
-    config = CacheConfig(store="redis", similarity_threshold=0.9)
+    # this test is about sharing, not latency: a loaded CI machine may take longer than the
+    # production default (50 ms) to open the first pooled connection
+    config = CacheConfig(store="redis", similarity_threshold=0.9, redis_timeout_ms=2000)
     groups = {"ann": "lab", "bob": "lab"}
     replicas = [
         SemanticCache(
