@@ -10,6 +10,9 @@ and costs there. Also:
   one does not touch the test split;
 - the generalisation check: a classifier fitted on GSM8K + MMLU-Pro (ladders/transfer.yaml)
   scored on MATH level 5, a task family it never saw;
+- the signal ceiling: the same rule fed by a logistic model per tier that *sees how every model
+  outside the ladder scored on the very prompt* (information no text classifier has). It bounds
+  what any predictor of per-prompt difficulty can buy on that data set;
 - with `--minilm`, the same held-out figures with the MiniLM transformer as the embedder, side
   by side with the static embedder that serves by default.
 
@@ -23,6 +26,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from rung.classifiers import workflow
 from rung.classifiers.embedder import open_embedder
@@ -49,6 +54,29 @@ def figures(metrics: dict[str, Any]) -> dict[str, Any]:
         "calibration_error": round(metrics["calibration_error"], 4),
         "goals": metrics.get("goals", []),
     }
+
+
+def signal_ceiling(data: Any, ladder: Any) -> float:
+    """cost_at_95 on the test split when the per-tier predictions come from the other models'
+    outcomes on the same prompt (fitted on train + validation): an upper bound, not a router."""
+    from sklearn.linear_model import LogisticRegression
+
+    rows = workflow._dedupe_rows(data)
+    data = workflow.subset(data, rows)
+    parts = workflow.split(data)
+    fit_rows = np.concatenate([parts["train"], parts["validation"]])
+    test = parts["test"]
+    others = data.others
+    seen = np.nanmean(others[fit_rows], axis=0)
+    features = np.where(np.isnan(others), seen, others)
+    probabilities = np.zeros((len(test), data.scores.shape[1]))
+    for k in range(data.scores.shape[1]):
+        model = LogisticRegression(max_iter=2000)
+        model.fit(features[fit_rows], data.scores[fit_rows, k] >= 0.5)
+        probabilities[:, k] = model.predict_proba(features[test])[:, 1]
+    held = workflow.subset(data, test)
+    m = summarize(probabilities, held.scores, held.costs, ladder.prices)
+    return round(float(m["router"]["cost_at_95"]), 4)
 
 
 def on_validation(data: Any, vectors: Any, ladder: Any, identity: dict[str, str]) -> dict[str, Any]:
@@ -97,6 +125,7 @@ def main() -> None:
             )
             held = workflow.holdout(data, vectors, ladder, identity, "blend", paths)
             row = report["ladders"].setdefault(name, {"split": held["split"]})
+            row.setdefault("signal_ceiling_cost_at_95", signal_ceiling(data, ladder))
             row[spec] = {
                 "test": figures(held),
                 "validation_by_method": on_validation(data, vectors, ladder, identity),
