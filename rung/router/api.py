@@ -92,14 +92,24 @@ def _body_schema(model: type[ChatRequest | CompletionRequest]) -> dict[str, Any]
     }
 
 
+async def serve_chat(request: Request) -> Response:
+    return await _serve(request, ChatRequest, "/chat/completions")
+
+
+async def serve_completion(request: Request) -> Response:
+    return await _serve(request, CompletionRequest, "/completions")
+
+
+# rung.router.fast answers these two before FastAPI sees them; the routes stay for the OpenAPI
+# description and for an app mounted without that middleware.
 @router.post("/v1/chat/completions", openapi_extra=_body_schema(ChatRequest))
 async def chat_completions(request: Request) -> Response:
-    return await _serve(request, ChatRequest, "/chat/completions")
+    return await serve_chat(request)
 
 
 @router.post("/v1/completions", openapi_extra=_body_schema(CompletionRequest))
 async def completions(request: Request) -> Response:
-    return await _serve(request, CompletionRequest, "/completions")
+    return await serve_completion(request)
 
 
 async def _serve(

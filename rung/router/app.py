@@ -17,6 +17,7 @@ from rung.router import errors
 from rung.router.admin import admin
 from rung.router.api import router
 from rung.router.checks import check_routing, prepare_routing
+from rung.router.fast import FastRoutes
 from rung.router.runtime import Reloader, Runtime, build_routing
 
 log = logging.getLogger("rung.router")
@@ -49,6 +50,7 @@ def create_app(config: RungConfig, source: Path | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(admin)
     errors.install(app)
+    app.add_middleware(FastRoutes)
     return app
 
 

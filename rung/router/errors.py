@@ -72,6 +72,12 @@ def error_response(error: RungError, headers: dict[str, str] | None = None) -> R
     return json_response(error_body(error.message, type_, error.param, error.code), status, headers)
 
 
+def internal_error(exc: BaseException) -> Response:
+    log.exception("unexpected error", exc_info=exc)
+    body = error_body("internal error in rung", "server_error", None, "internal_error")
+    return json_response(body, 500)
+
+
 def install(app: FastAPI) -> None:
     async def rung_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, RungError)
@@ -84,9 +90,7 @@ def install(app: FastAPI) -> None:
         return json_response(body, exc.status_code, dict(exc.headers or {}))
 
     async def unexpected(_: Request, exc: Exception) -> Response:
-        log.exception("unexpected error", exc_info=exc)
-        body = error_body("internal error in rung", "server_error", None, "internal_error")
-        return json_response(body, 500)
+        return internal_error(exc)
 
     app.add_exception_handler(RungError, rung_error)
     app.add_exception_handler(HTTPException, http_error)
