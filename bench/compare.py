@@ -7,10 +7,13 @@ classification, cache off); rung routed by its shipped `local` classifier on the
 embedder (cache off); and the LiteLLM proxy when `litellm` is installed. Rounds are rotated so
 every target sees the same machine noise; per target and scenario the median over rounds.
 
+With `--workers N` (default 2) also rung routed with N worker processes (CPU and RSS summed over
+the workers). On a 2-core machine the load generator and the stub share those cores.
+
 Per target: added p50 over the direct call at concurrency 1 (JSON and a 20-chunk stream),
 requests/s at concurrency 64, gateway CPU per request at concurrency 1 (from /proc), RSS after.
 
-    python bench/compare.py [--requests 2000] [--rounds 3] [--out bench/results/compare.json]
+    python bench/compare.py [--requests 2000] [--rounds 3] [--workers 2] [--out ...]
 """
 
 from __future__ import annotations
@@ -70,16 +73,33 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print
 """
 
 
+def family(pid: int) -> list[int]:
+    """The process and its children (a multi-worker server's workers)."""
+    pids = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                pids.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in family(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    total = 0.0
+    for p in family(pid):
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def tier(name: str, model: str, backend: int) -> dict[str, Any]:
@@ -107,6 +127,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--workers", type=int, default=2, help="also rung routed with this many workers (1: not)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/compare.json")
     args = parser.parse_args()
 
@@ -127,14 +150,18 @@ def main() -> None:
                 [sys.executable, "-c", PROXY, str(port), f"http://127.0.0.1:{backend}/v1"]
             )
             urls["aiohttp proxy (floor)"] = (f"http://127.0.0.1:{port}/v1/chat/completions", "m")
-            for name, routed in (("rung pinned", False), ("rung routed", True)):
+            rungs = [("rung pinned", False, 1), ("rung routed", True, 1)]
+            if args.workers > 1:
+                rungs.append((f"rung routed, {args.workers} workers", True, args.workers))
+            for name, routed, workers in rungs:
                 port = free_port()
-                path = Path(tmp) / f"{name.replace(' ', '-')}.yaml"
+                path = Path(tmp) / f"{name.replace(' ', '-').replace(',', '')}.yaml"
                 path.write_text(yaml.safe_dump(rung_config(port, backend, routed)))
                 procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "rung", "serve", "--config", str(path)],
+                    [sys.executable, "-m", "rung", "serve", "--config", str(path),
+                     "--workers", str(workers)],
                     stdout=subprocess.DEVNULL,
-                )
+                )  # fmt: skip
                 model = "rung" if routed else "small"
                 urls[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", model)
             try:

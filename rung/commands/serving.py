@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from rung.config import RungConfig, load_config
@@ -16,6 +17,7 @@ def _with_overrides(config: RungConfig, args: argparse.Namespace) -> RungConfig:
 
 def run_serve(args: argparse.Namespace) -> int:
     from rung.router.app import prepare_routing
+    from rung.router.checks import check_workers
     from rung.router.serve import configure_logging, serve
 
     config = _with_overrides(load_config(args.config), args)
@@ -25,8 +27,11 @@ def run_serve(args: argparse.Namespace) -> int:
             f"tiers {', '.join(local)} are local (llama.cpp) and have no backend "
             f"URL: start them with `rung up --config {args.config}`"
         )
+    warnings = check_workers(config, args.workers)
     prepare_routing(config)
     configure_logging(config.server.log_level)
+    for warning in warnings:
+        logging.getLogger("rung").warning("%s", warning)
     serve(config, workers=args.workers, config_path=Path(args.config))
     return 0
 

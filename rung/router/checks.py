@@ -8,7 +8,8 @@ from rung.classifiers.embedder import expected_identity, open_embedder
 from rung.classifiers.model import load, resolve
 from rung.confidence.calibrator import load_calibrator, shipped_calibrator
 from rung.config import RungConfig
-from rung.errors import ConfigError
+from rung.errors import ConfigError, RungError
+from rung.tenants.policy import resolve_all
 from rung.weights.fetch import FetchError, default_models_dir
 
 
@@ -86,3 +87,29 @@ def prepare_routing(config: RungConfig) -> None:
         except FetchError as exc:
             where = "routing.embedder" if spec == config.routing.embedder else "cache.embedder"
             raise ConfigError(where, [exc.message]) from None
+
+
+def check_workers(config: RungConfig, workers: int) -> list[str]:
+    """Several worker processes share nothing in memory. Budgets and rate limits kept in memory
+    would each be counted per worker (N times the budget): refused. A memory cache is only
+    per worker: a warning (returned, for the caller to log)."""
+    if workers <= 1:
+        return []
+    metered = [
+        name
+        for name, policy in resolve_all(config).items()
+        if policy.metered or policy.requests_per_minute or policy.tokens_per_minute
+    ]
+    if metered and config.limits.store == "memory":
+        raise RungError(
+            f"--workers {workers}: tenants {', '.join(sorted(metered))} have budgets or rate "
+            "limits, which each worker would count on its own; set `limits.store: redis` "
+            "(exact across workers and replicas) or run one worker"
+        )
+    warnings = []
+    if config.cache.enabled and config.cache.store == "memory":
+        warnings.append(
+            f"--workers {workers} with `cache.store: memory`: each worker caches on its own "
+            "(a repeat may miss); `cache.store: redis` shares one cache"
+        )
+    return warnings
