@@ -18,6 +18,8 @@ _STEP_WORDS = re.compile(
     re.IGNORECASE,
 )
 _OPTION = re.compile(r"^[A-J]\.\s", re.MULTILINE)
+_PERCENT = re.compile(r"\bpercent", re.IGNORECASE)
+_FRACTION = re.compile(r"\b\d+/\d+\b")
 
 FEATURE_NAMES = (
     "log_chars",
@@ -53,8 +55,8 @@ def text_features(text: str) -> list[float]:
         float(len(set(numbers))),
         math.log10(1 + max(values)) if values else 0.0,
         float(sum("." in n for n in numbers)),
-        float(text.count("%") + len(re.findall(r"\bpercent", text, re.IGNORECASE))),
-        float(len(re.findall(r"\b\d+/\d+\b", text))),
+        float(text.count("%") + len(_PERCENT.findall(text))),
+        float(len(_FRACTION.findall(text))),
         float(text.count("$")),
         float(len(_STEP_WORDS.findall(text))),
         float(len(_OPTION.findall(text))),

@@ -92,8 +92,12 @@ class DifficultyModel:
         return np.hstack([np.asarray(embeddings, dtype=np.float64), features])
 
     def predict(self, embeddings: npt.NDArray[np.floating[Any]], texts: list[str]) -> Array:
-        """[prompts, tiers] success probabilities."""
-        return sigmoid(self.design(embeddings, texts) @ self.weights.T + self.bias)
+        """[prompts, tiers] success probabilities (the design matrix's product, in two parts:
+        no copy of the embeddings on the request path)."""
+        width = embeddings.shape[1]
+        features = (feature_matrix(texts) - self.feature_mean) / self.feature_scale
+        logits = embeddings @ self.weights[:, :width].T + features @ self.weights[:, width:].T
+        return sigmoid(logits + self.bias)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

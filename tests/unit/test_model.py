@@ -103,3 +103,15 @@ def test_the_shipped_production_classifier_resolves_by_name():
     assert len(model.trained_texts) == model.training["split"]["train"]
     with pytest.raises(ModelError, match="shipped"):
         resolve("no-such-classifier")
+
+
+def test_serving_prediction_is_the_design_matrix_product() -> None:
+    """predict() splits the product to avoid a copy; it must equal the fitted design's."""
+    from rung.classifiers.model import sigmoid
+
+    emb, texts, scores, others = synthetic(120)
+    model = train(emb, texts, scores, others, TIERS, EMBEDDER, "blend")
+    got = model.predict(emb.astype(np.float32), texts)
+    want = sigmoid(model.design(emb, texts) @ model.weights.T + model.bias)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert got.shape == (120, 2)
