@@ -7,8 +7,10 @@ classification, cache off); rung routed by its shipped `local` classifier on the
 embedder (cache off); and the LiteLLM proxy when `litellm` is installed. Rounds are rotated so
 every target sees the same machine noise; per target and scenario the median over rounds.
 
-With `--workers N` (default 2) also rung routed with N worker processes (CPU and RSS summed over
-the workers). On a 2-core machine the load generator and the stub share those cores.
+"rung routed, metrics off" is the same with `server.metrics: off`: the cost of the Prometheus
+metrics per request. With `--workers N` (default 2) also rung routed with N worker processes
+(CPU and RSS summed over the workers). On a 2-core machine the load generator and the stub share
+those cores.
 
 Per target: added p50 over the direct call at concurrency 1 (JSON and a 20-chunk stream),
 requests/s at concurrency 64, gateway CPU per request at concurrency 1 (from /proc), RSS after.
@@ -111,10 +113,10 @@ def tier(name: str, model: str, backend: int) -> dict[str, Any]:
     }
 
 
-def rung_config(port: int, backend: int, routed: bool) -> dict[str, Any]:
+def rung_config(port: int, backend: int, routed: bool, metrics: bool = True) -> dict[str, Any]:
     # Two tiers named as the shipped `local` classifier knows them; the fake serves both.
     return {
-        "server": {"port": port, "log_level": "warning"},
+        "server": {"port": port, "log_level": "warning", "metrics": "open" if metrics else "off"},
         "routing": {"policy": "classifier", "classifier": "local"}
         if routed
         else {"policy": "length"},
@@ -150,13 +152,17 @@ def main() -> None:
                 [sys.executable, "-c", PROXY, str(port), f"http://127.0.0.1:{backend}/v1"]
             )
             urls["aiohttp proxy (floor)"] = (f"http://127.0.0.1:{port}/v1/chat/completions", "m")
-            rungs = [("rung pinned", False, 1), ("rung routed", True, 1)]
+            rungs = [
+                ("rung pinned", False, 1, True),
+                ("rung routed", True, 1, True),
+                ("rung routed, metrics off", True, 1, False),
+            ]
             if args.workers > 1:
-                rungs.append((f"rung routed, {args.workers} workers", True, args.workers))
-            for name, routed, workers in rungs:
+                rungs.append((f"rung routed, {args.workers} workers", True, args.workers, True))
+            for name, routed, workers, metrics in rungs:
                 port = free_port()
                 path = Path(tmp) / f"{name.replace(' ', '-').replace(',', '')}.yaml"
-                path.write_text(yaml.safe_dump(rung_config(port, backend, routed)))
+                path.write_text(yaml.safe_dump(rung_config(port, backend, routed, metrics)))
                 procs[name] = subprocess.Popen(
                     [sys.executable, "-m", "rung", "serve", "--config", str(path),
                      "--workers", str(workers)],

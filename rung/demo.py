@@ -9,7 +9,8 @@ import sys
 
 from rung.config import RungConfig, parse_config
 from rung.ports import free_port, wait_for_port
-from rung.router.serve import configure_logging, serve, sigterm_exits
+from rung.router.logs import configure_logging
+from rung.router.serve import serve, sigterm_exits
 
 log = logging.getLogger("rung.demo")
 

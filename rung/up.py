@@ -8,13 +8,14 @@ from pathlib import Path
 
 from rung.backends.local.launcher import LocalLadder
 from rung.config import RungConfig
-from rung.router.serve import configure_logging, serve, sigterm_exits
+from rung.router.logs import configure_logging
+from rung.router.serve import serve, sigterm_exits
 
 log = logging.getLogger("rung.up")
 
 
 def run_up(config: RungConfig, models_dir: Path, log_dir: Path, allow_fetch: bool) -> int:
-    configure_logging(config.server.log_level)
+    configure_logging(config.server.log_level, config.server.log_format)
     sigterm_exits()
     with LocalLadder(config, models_dir, log_dir, allow_fetch=allow_fetch) as ladder:
         ready = ladder.start()

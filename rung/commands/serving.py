@@ -18,7 +18,8 @@ def _with_overrides(config: RungConfig, args: argparse.Namespace) -> RungConfig:
 def run_serve(args: argparse.Namespace) -> int:
     from rung.router.app import prepare_routing
     from rung.router.checks import check_workers
-    from rung.router.serve import configure_logging, serve
+    from rung.router.logs import configure_logging
+    from rung.router.serve import serve
 
     config = _with_overrides(load_config(args.config), args)
     local = config.unlaunched_local_tiers()
@@ -29,7 +30,7 @@ def run_serve(args: argparse.Namespace) -> int:
         )
     warnings = check_workers(config, args.workers)
     prepare_routing(config)
-    configure_logging(config.server.log_level)
+    configure_logging(config.server.log_level, config.server.log_format)
     for warning in warnings:
         logging.getLogger("rung").warning("%s", warning)
     serve(config, workers=args.workers, config_path=Path(args.config))

@@ -37,8 +37,15 @@ class ServerSettings(_Frozen):
     (nginx `client_header_timeout`, as in deploy/nginx.conf) in front on an open network."""
     access_log: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
+    """`json`: every log line is a JSON object, plus one line per request (logger
+    `rung.request`: request id, tenant, tier, route reason, cache, escalation, status,
+    latencies, tokens, cost; never prompt text or keys)."""
     admin_key: SecretStr | None = None
     """Bearer key for the /admin API (use `${ENV}`); without it the admin API is off."""
+    metrics: Literal["open", "admin", "off"] = "open"
+    """`GET /metrics` (Prometheus): open to any scraper that reaches the port, behind the
+    admin key, or off. It carries tenant and tier names and totals, never prompts or keys."""
 
     @field_validator("admin_key", mode="before")
     @classmethod

@@ -25,7 +25,7 @@ from rung.tenants.usage import summarize
 admin = APIRouter(prefix="/admin")
 
 
-def _authorise(request: Request) -> Pipeline:
+def authorise(request: Request) -> Pipeline:
     pipeline: Pipeline = request.app.state.runtime.pipeline
     key = pipeline.config.server.admin_key
     if key is None:
@@ -53,7 +53,7 @@ def _tenant(request: Request) -> str:
 
 @admin.get("/cache/stats")
 async def cache_stats(request: Request) -> Response:
-    cache = _cache(_authorise(request))
+    cache = _cache(authorise(request))
     try:
         return json_response(await cache.stats(_tenant(request)), 200)
     except (TimeoutError, StoreError) as exc:
@@ -62,7 +62,7 @@ async def cache_stats(request: Request) -> Response:
 
 @admin.post("/cache/purge")
 async def cache_purge(request: Request) -> Response:
-    cache = _cache(_authorise(request))
+    cache = _cache(authorise(request))
     tenant = _tenant(request)
     try:
         removed = await cache.purge(tenant)
@@ -79,7 +79,7 @@ def _gate(request: Request) -> Gate:
 @admin.get("/usage")
 async def usage_summary(request: Request) -> Response:
     """A tenant's requests, cost and savings (vs its top tier) for today and this month."""
-    _authorise(request)
+    authorise(request)
     gate = _gate(request)
     tenant = _tenant(request)
     day, month = periods(gate.clock(), gate.config.limits.timezone)
@@ -106,7 +106,7 @@ async def usage_summary(request: Request) -> Response:
 
 @admin.get("/usage/records")
 async def usage_records(request: Request) -> Response:
-    _authorise(request)
+    authorise(request)
     gate = _gate(request)
     try:
         since = float(request.query_params.get("since", "0"))
@@ -122,7 +122,7 @@ async def usage_records(request: Request) -> Response:
 @admin.get("/config")
 async def effective_config(request: Request) -> Response:
     """The config being served, secrets redacted (SecretStr dumps as '**********')."""
-    pipeline = _authorise(request)
+    pipeline = authorise(request)
     return json_response(pipeline.config.model_dump(mode="json"), 200)
 
 
@@ -130,7 +130,7 @@ async def effective_config(request: Request) -> Response:
 async def reload(request: Request) -> Response:
     """Re-read the config file; 200 when the new config serves, 400 with its errors when it was
     refused (the old config keeps serving)."""
-    _authorise(request)
+    authorise(request)
     reloader = getattr(request.app.state, "reloader", None)
     if reloader is None:
         raise InvalidRequest("this gateway was not started from a config file: nothing to reload")

@@ -23,6 +23,7 @@ from rung.errors import ClientGone, InvalidRequest, PayloadTooLarge, RequestTime
 from rung.router.decide import Query
 from rung.router.errors import json_response, status_of
 from rung.router.escalate import ProbedStream
+from rung.router.notes import Notes
 from rung.router.pipeline import Pipeline
 from rung.router.plan import Plan, Served
 from rung.router.runtime import Runtime
@@ -142,6 +143,7 @@ async def _handle(
 ) -> Response:
     pipeline, gate = runtime.pipeline, runtime.gate
     config = pipeline.config
+    notes: Notes = getattr(request.state, "notes", None) or Notes()
     policy = gate.authenticate(request.headers.get("authorization"))
     payload, size = await read_json(
         request, config.server.max_body_bytes, config.server.body_timeout_s
@@ -152,6 +154,7 @@ async def _handle(
     choices = max(
         (v for v in (payload.get("n"), payload.get("best_of")) if isinstance(v, int)), default=1
     )
+    started = time.perf_counter()
     ticket = await gate.admit(
         policy,
         size,
@@ -159,6 +162,7 @@ async def _handle(
         requested if isinstance(requested, int) else None,
         max(1, choices),
     )
+    notes.stages["admit"] = time.perf_counter() - started
     # The cap that bounds what the request can cost is what the backend is told.
     payload = {**payload, "max_tokens": ticket.max_tokens}
     if "max_completion_tokens" in payload:
@@ -168,17 +172,20 @@ async def _handle(
     plan = await pipeline.plan(
         path, payload, parsed.model, query, policy=ticket.policy, lookup=lookup, store=store
     )
+    notes.stages.update(plan.timings)
+    notes.reason = plan.reason
     if plan.cache is not None and plan.cache.entry is not None:
         response = _cached(pipeline, plan, payload, parsed.stream)
         entry = plan.cache.entry
         outcome = Outcome([], [], entry.tier, None, 0, 0, plan.cache.status, 200)
-        await gate.settle(ticket, outcome)
+        notes.record = await gate.settle(ticket, outcome)
         response.headers.update(ticket.headers)
         release()
         return response
     prices = [_price(config, t) for t in plan.order]
     answers = 1 if plan.threshold is None else 1 + config.escalation.max_steps
     await gate.reserve(ticket, prices, answers)
+    started = time.perf_counter()
     try:
         if parsed.stream:
             stream, served = await pipeline.open_stream(path, payload, plan)
@@ -187,8 +194,10 @@ async def _handle(
     except RungError as exc:
         status, _ = status_of(exc)
         failed = Outcome([], [], "", None, None, None, None, status)
-        await gate.settle(ticket, failed)
+        notes.record = await gate.settle(ticket, failed)
         raise
+    notes.stages["first_byte" if parsed.stream else "backend"] = time.perf_counter() - started
+    notes.reason = served.reason
     headers = {**served.headers(config), **ticket.headers}
     if parsed.stream:
 
@@ -196,7 +205,7 @@ async def _handle(
             try:
                 usage = (answer or {}).get("usage") or {}
                 status = 200 if answer else 502
-                await gate.settle(ticket, _outcome(config, served, usage, status))
+                notes.record = await gate.settle(ticket, _outcome(config, served, usage, status))
                 if answer is not None and plan.key is not None:
                     await pipeline.remember(plan, payload, answer, served)
             finally:
@@ -209,7 +218,7 @@ async def _handle(
 
     async def after() -> None:  # after the answer has gone out: no added latency
         try:
-            await gate.settle(ticket, outcome)
+            notes.record = await gate.settle(ticket, outcome)
             if plan.key is not None:
                 await pipeline.remember(plan, payload, body, served)
         finally:

@@ -18,6 +18,9 @@ from rung.router.admin import admin
 from rung.router.api import router
 from rung.router.checks import check_routing, prepare_routing
 from rung.router.fast import FastRoutes
+from rung.router.logs import configure_logging
+from rung.router.metrics import Metrics
+from rung.router.monitor import health_state, monitor
 from rung.router.runtime import Reloader, Runtime, build_routing
 
 log = logging.getLogger("rung.router")
@@ -32,6 +35,12 @@ def create_app(config: RungConfig, source: Path | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await Runtime.build(config)
         app.state.runtime = runtime
+        # `server.metrics: off` records nothing (bench/compare.py measures the difference).
+        app.state.metrics = (
+            Metrics(lambda: health_state(app.state.runtime))
+            if config.server.metrics != "off"
+            else None
+        )
         app.state.source = source
         app.state.started = int(time.time())
         reloader = Reloader(app, source) if source is not None else None
@@ -49,6 +58,7 @@ def create_app(config: RungConfig, source: Path | None = None) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(admin)
+    app.include_router(monitor)
     errors.install(app)
     app.add_middleware(FastRoutes)
     return app
@@ -57,4 +67,6 @@ def create_app(config: RungConfig, source: Path | None = None) -> FastAPI:
 def app_from_env() -> FastAPI:
     """Factory for `uvicorn --factory rung.router.app:app_from_env` (several workers)."""
     path = Path(os.environ["RUNG_CONFIG"])
-    return create_app(load_config(path), path)
+    config = load_config(path)
+    configure_logging(config.server.log_level, config.server.log_format)  # a fresh process
+    return create_app(config, path)

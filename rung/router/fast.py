@@ -11,6 +11,7 @@ still goes through FastAPI.
 from __future__ import annotations
 
 import logging
+import time
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,8 +20,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rung.errors import RungError
 from rung.router.api import serve_chat, serve_completion
 from rung.router.errors import error_response, internal_error
+from rung.router.logs import REQUEST_LOGGER, request_fields, request_id
+from rung.router.metrics import Metrics
+from rung.router.notes import Notes
 
-log = logging.getLogger("rung.router")
+requests_log = logging.getLogger(REQUEST_LOGGER)
 ROUTES = {
     "/v1/chat/completions": serve_chat,
     "/v1/completions": serve_completion,
@@ -39,7 +43,10 @@ class FastRoutes:
         if handler is None:
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         request = Request(scope, receive, send)
+        notes = Notes(request_id(request.headers.get("x-request-id")))
+        request.state.notes = notes
         response: Response
         try:
             response = await handler(request)
@@ -47,4 +54,25 @@ class FastRoutes:
             response = error_response(exc)
         except Exception as exc:  # never a bare 500 page: OpenAI's error shape, logged once
             response = internal_error(exc)
-        await response(scope, receive, send)
+        response.headers["x-request-id"] = notes.request_id
+        try:
+            await response(scope, receive, send)  # settles (and notes the usage) at its end
+        finally:
+            self._observe(request, scope["path"], response.status_code, started, notes)
+
+    @staticmethod
+    def _observe(request: Request, route: str, status: int, started: float, notes: Notes) -> None:
+        seconds = time.perf_counter() - started
+        state = request.app.state
+        metrics: Metrics | None = getattr(state, "metrics", None)
+        if metrics is not None:
+            metrics.response(route, status, seconds)
+            for stage, spent in notes.stages.items():
+                metrics.stage(stage, spent)
+            if notes.record is not None:
+                metrics.settled(notes.record, notes.reason)
+        if state.runtime.config.server.log_format == "json":
+            fields = request_fields(
+                notes.request_id, route, status, seconds, notes.record, notes.reason, notes.stages
+            )
+            requests_log.info("request", extra={"fields": fields})

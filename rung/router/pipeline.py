@@ -9,6 +9,7 @@ the cache and the classifier use the same one (`cache.embedder`), they share the
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -107,10 +108,12 @@ class Pipeline:
         caching = self.cache is not None and (policy is None or policy.cache)
         key = cache_key(path, payload) if caching and (lookup or store) else None
         memo: list[tuple[np.ndarray | None, Decision]] = []
+        timings: dict[str, float] = {}
 
         async def decide() -> tuple[np.ndarray | None, Decision]:
             """(the cache's vector, the routing decision), computed once."""
             if not memo:
+                started = time.perf_counter()
                 vector = None
                 if self.embed is not None and pinned is None:
                     vector = await self.embed(query.text)
@@ -135,6 +138,7 @@ class Pipeline:
                     shared = self.cache_embed == self.embed and routed is not None
                     found = routed if shared else await self.cache_embed(query.text)
                 memo.append((found, decision))
+                timings["decide"] = time.perf_counter() - started
             return memo[0]
 
         async def decided_name() -> tuple[Any, str]:
@@ -143,7 +147,9 @@ class Pipeline:
 
         found = None
         if caching and self.cache is not None and key is not None and lookup:
+            started = time.perf_counter()
             found = await self.cache.lookup(tenant, key, route_key, decided_name)
+            timings["cache"] = time.perf_counter() - started - timings.get("decide", 0.0)
             if found.entry is not None:
                 tier = self.config.tier_index(found.entry.tier)
                 return Plan(
@@ -154,6 +160,7 @@ class Pipeline:
                     key,
                     found,
                     route_key=route_key,
+                    timings=timings,
                 )
         vector, decision = await decide()
         order = (pinned,) if pinned is not None else fallback_order(decision.tier, len(self.pools))
@@ -172,6 +179,7 @@ class Pipeline:
             route_key,
             self._threshold(policy) if pinned is None and len(order) > 1 else None,
             asyncio.get_running_loop().time() + self.config.server.request_timeout_s,
+            timings,
         )
 
     def _threshold(self, policy: TenantPolicy | None) -> float | None:

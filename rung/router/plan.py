@@ -32,6 +32,8 @@ class Plan:
     """Escalate answers whose confidence is below this (None: no escalation)."""
     deadline: float = 0.0
     """The request's deadline (loop time) across fallbacks and escalations."""
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds spent planning: `decide` (embed + classify), `cache` (the lookup's own time)."""
 
 
 @dataclass

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import logging
 import os
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from rung.config import RungConfig
 from rung.router.app import create_app
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+from rung.router.metrics import MULTIPROC_ENV
 
 
 def sigterm_exits() -> None:
@@ -36,22 +33,35 @@ def sigterm_exits() -> None:
 def serve(config: RungConfig, workers: int = 1, config_path: Path | None = None) -> None:
     server = config.server
     app: Any
+    metrics_dir: str | None = None
     if workers > 1:
         if config_path is None:
             raise ValueError("several workers need the config file's path")
         # Each worker process builds its own app from the same file.
         os.environ["RUNG_CONFIG"] = str(config_path.resolve())
+        if not os.environ.get(MULTIPROC_ENV):
+            # Workers write their metrics here and any of them can expose the sum. Fresh per
+            # start: files left from an earlier run would be counted again.
+            metrics_dir = tempfile.mkdtemp(prefix="rung-metrics-")
+            os.environ[MULTIPROC_ENV] = metrics_dir
         app = "rung.router.app:app_from_env"
     else:
         app = create_app(config, config_path)
-    uvicorn.run(
-        app,
-        factory=workers > 1,
-        workers=workers,
-        host=server.host,
-        port=server.port,
-        log_level=server.log_level,
-        access_log=server.access_log,
-        timeout_graceful_shutdown=30,
-        timeout_keep_alive=int(max(1, server.keep_alive_timeout_s)),
-    )
+    try:
+        uvicorn.run(
+            app,
+            factory=workers > 1,
+            workers=workers,
+            host=server.host,
+            port=server.port,
+            log_level=server.log_level,
+            access_log=server.access_log,
+            timeout_graceful_shutdown=30,
+            timeout_keep_alive=int(max(1, server.keep_alive_timeout_s)),
+            # JSON logs: uvicorn's own loggers go through rung's handler as well.
+            log_config=None if server.log_format == "json" else LOGGING_CONFIG,
+        )
+    finally:
+        if metrics_dir is not None:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)

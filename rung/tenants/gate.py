@@ -218,8 +218,9 @@ class Gate:
 
     # -- settlement --------------------------------------------------------------------------
 
-    async def settle(self, ticket: Ticket, outcome: Outcome) -> None:
-        """Charge the actual cost, release the rest of the reservation, record the usage."""
+    async def settle(self, ticket: Ticket, outcome: Outcome) -> UsageRecord:
+        """Charge the actual cost, release the rest of the reservation, record the usage (and
+        return the record, for metrics and logs)."""
         prompt = outcome.prompt_tokens
         completion = outcome.completion_tokens
         if outcome.price is None:
@@ -276,6 +277,7 @@ class Gate:
         )
         with contextlib.suppress(CounterError):
             await self.usage.append(record)
+        return record
 
     # -- faults ------------------------------------------------------------------------------
 

@@ -1,0 +1,179 @@
+"""Prometheus metrics: what rung served, what it cost, what the top tier would have cost, where
+the time went, and the health of what it depends on.
+
+One `Metrics` per app (it outlives config reloads, so counters never restart on a reload). Label
+values are bounded: tenants and tiers are configured names, route reasons are reduced to their
+class (`classifier`, `pinned`, ...), statuses are numbers. Several workers (`rung serve
+--workers N`) share one exposition through prometheus_client's multiprocess mode: `serve` points
+PROMETHEUS_MULTIPROC_DIR at a fresh directory before the workers start, and a scrape of any
+worker sums every worker's counters and histograms. Gauges about backends and stores are read at
+scrape time from the worker that answers it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
+
+from rung.tenants.usage import UsageRecord
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+STAGES = ("admit", "decide", "cache", "backend", "first_byte")
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+REASONS = ("classifier", "pinned", "length", "tenant", "cache", "sticky")
+MICRO = 1_000_000
+
+
+def reason_class(reason: str) -> str:
+    """`classifier small=0.90 ...` -> `classifier`: the bounded part of a route reason."""
+    word = reason.split(" ", 1)[0].split(":", 1)[0]
+    return word if word in REASONS else ("none" if not word else "other")
+
+
+class Metrics:
+    def __init__(self, state: Callable[[], dict[str, Any]] | None = None) -> None:
+        """`state`: called at scrape time for the backend and store gauges (see `_Health`)."""
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "rung_requests",
+            "Requests settled (answered, failed or served from the cache)",
+            ["tenant", "tier", "reason", "cache", "status", "escalated"],
+            registry=r,
+        )
+        self.responses = Counter(
+            "rung_http_responses",
+            "Every response of the completion routes, by status (rejections before routing too)",
+            ["route", "status"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "rung_tokens", "Tokens by tier", ["tenant", "tier", "kind"], registry=r
+        )
+        self.cost = Counter(
+            "rung_cost_usd", "USD charged for what was served", ["tenant", "tier"], registry=r
+        )
+        self.top_cost = Counter(
+            "rung_top_tier_cost_usd",
+            "USD the same tokens would have cost on the tenant's top tier (the counterfactual)",
+            ["tenant"],
+            registry=r,
+        )
+        self.escalations = Counter(
+            "rung_escalations", "Answers escalated to a higher tier", ["tenant", "step"], registry=r
+        )
+        self.latency = Histogram(
+            "rung_request_seconds",
+            "Whole request, first byte in to last byte out",
+            ["route"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self.stages = Histogram(
+            "rung_stage_seconds",
+            "Time per pipeline stage: admit, decide (embed + classify), cache (lookup), "
+            "backend (whole answer, or until the stream opened), first_byte (streams)",
+            ["stage"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        self._stage = {name: self.stages.labels(name) for name in STAGES}
+        self._state = state
+        if state is not None:
+            r.register(_Health(state))
+
+    def stage(self, name: str, seconds: float) -> None:
+        self._stage[name].observe(seconds)
+
+    def response(self, route: str, status: int, seconds: float) -> None:
+        self.responses.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def settled(self, record: UsageRecord, reason: str) -> None:
+        tenant, tier = record.tenant, record.tier or "none"
+        self.requests.labels(
+            tenant,
+            tier,
+            reason_class(reason),
+            record.cache or "off",
+            str(record.status),
+            "yes" if record.escalated else "no",
+        ).inc()
+        if record.prompt_tokens:
+            self.tokens.labels(tenant, tier, "prompt").inc(record.prompt_tokens)
+        if record.completion_tokens:
+            self.tokens.labels(tenant, tier, "completion").inc(record.completion_tokens)
+        self.cost.labels(tenant, tier).inc(record.cost / MICRO)
+        self.top_cost.labels(tenant).inc(record.top_tier_cost / MICRO)
+        for step in (record.escalated or "").split(","):
+            if step:
+                self.escalations.labels(tenant, step).inc()
+
+    def render(self) -> bytes:
+        """The exposition: this process's registry, or every worker's through the directory."""
+        directory = os.environ.get(MULTIPROC_ENV)
+        if not directory:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        if self._state is not None:
+            registry.register(_Health(self._state))
+        return generate_latest(registry)
+
+
+class _Health(Collector):
+    """Backend replicas and stores as this worker sees them, read when scraped. `state()`
+    returns {"tiers": describe(pools), "cache": cache.health() | None, "limits": gate.health()}."""
+
+    def __init__(self, state: Callable[[], dict[str, Any]]) -> None:
+        self.state = state
+
+    def describe(self) -> Iterable[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        state = self.state()
+        up = GaugeMetricFamily(
+            "rung_backend_up", "Replica answered its last health check", labels=["tier", "replica"]
+        )
+        rotation = GaugeMetricFamily(
+            "rung_backend_in_rotation",
+            "Replica's circuit breaker lets requests through (0: open)",
+            labels=["tier", "replica"],
+        )
+        outstanding = GaugeMetricFamily(
+            "rung_backend_outstanding", "Requests in flight", labels=["tier", "replica"]
+        )
+        for tier in state.get("tiers", []):
+            for replica in tier["replicas"]:
+                labels = [tier["tier"], replica["replica"]]
+                up.add_metric(labels, float(bool(replica["reachable"])))
+                rotation.add_metric(labels, float(bool(replica["in_rotation"])))
+                outstanding.add_metric(labels, float(replica["outstanding"]))
+        yield from (up, rotation, outstanding)
+        available = GaugeMetricFamily(
+            "rung_store_available", "Store reachable (cache, limits)", labels=["store"]
+        )
+        errors = CounterMetricFamily(
+            "rung_store_errors", "Store operations that failed", labels=["store"]
+        )
+        for name in ("cache", "limits"):
+            health = state.get(name)
+            if health:
+                available.add_metric([name], float(bool(health["available"])))
+                errors.add_metric([name], float(health["errors"]))
+        yield from (available, errors)
+        cache = state.get("cache")
+        if cache:
+            entries = GaugeMetricFamily(
+                "rung_cache_indexed_entries", "Entries in this worker's semantic index"
+            )
+            entries.add_metric([], float(cache["indexed"]))
+            yield entries
