@@ -76,6 +76,21 @@ def _gate(request: Request) -> Gate:
     return gate
 
 
+async def budget_view(gate: Gate, tenant: str, day: str, month: str) -> dict[str, Any] | None:
+    """A metered tenant's budgets and what is spent (and reserved) against them."""
+    policy = gate.policies.get(tenant)
+    if policy is None or not policy.metered:
+        return None
+    spend = await gate.ledger.spend(tenant, day, month)
+    return {
+        "daily_usd": None if policy.daily_budget is None else policy.daily_budget / 1e6,
+        "monthly_usd": None if policy.monthly_budget is None else policy.monthly_budget / 1e6,
+        "spent_today_usd": spend.day_spent / 1e6,
+        "spent_month_usd": spend.month_spent / 1e6,
+        "reserved_usd": spend.day_reserved / 1e6,
+    }
+
+
 @admin.get("/usage")
 async def usage_summary(request: Request) -> Response:
     """A tenant's requests, cost and savings (vs its top tier) for today and this month."""
@@ -87,18 +102,9 @@ async def usage_summary(request: Request) -> Response:
         body: dict[str, Any] = {"tenant": tenant}
         for name, period in (("today", day), ("month", month)):
             body[name] = {"period": period, **summarize(await gate.usage.sums(tenant, period))}
-        policy = gate.policies.get(tenant)
-        if policy is not None and policy.metered:
-            spend = await gate.ledger.spend(tenant, day, month)
-            body["budget"] = {
-                "daily_usd": None if policy.daily_budget is None else policy.daily_budget / 1e6,
-                "monthly_usd": (
-                    None if policy.monthly_budget is None else policy.monthly_budget / 1e6
-                ),
-                "spent_today_usd": spend.day_spent / 1e6,
-                "spent_month_usd": spend.month_spent / 1e6,
-                "reserved_usd": spend.day_reserved / 1e6,
-            }
+        budget = await budget_view(gate, tenant, day, month)
+        if budget is not None:
+            body["budget"] = budget
     except CounterError as exc:
         raise ServiceUnavailable(f"the usage store is unavailable: {exc}") from None
     return json_response(body, 200)

@@ -17,6 +17,7 @@ from rung.router import errors
 from rung.router.admin import admin
 from rung.router.api import router
 from rung.router.checks import check_routing, prepare_routing
+from rung.router.dashboard import dashboard
 from rung.router.fast import FastRoutes
 from rung.router.logs import configure_logging
 from rung.router.metrics import Metrics
@@ -59,6 +60,7 @@ def create_app(config: RungConfig, source: Path | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(admin)
     app.include_router(monitor)
+    app.include_router(dashboard)
     errors.install(app)
     app.add_middleware(FastRoutes)
     return app

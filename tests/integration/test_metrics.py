@@ -121,9 +121,10 @@ def test_metrics_can_sit_behind_the_admin_key_or_be_off(fake: Any, gateway: Any)
     locked = gateway(make_config([tier("small", small)], server={"admin_key": ADMIN,
                                                                 "metrics": "admin"}))  # fmt: skip
     assert httpx.get(f"{locked.url}/metrics").status_code == 401
-    assert "rung_requests_total" in httpx.get(
-        f"{locked.url}/metrics", headers={"authorization": f"Bearer {ADMIN}"}
-    ).text
+    assert (
+        "rung_requests_total"
+        in httpx.get(f"{locked.url}/metrics", headers={"authorization": f"Bearer {ADMIN}"}).text
+    )
     off = gateway(make_config([tier("small", small)], server={"metrics": "off"}))
     assert off.app.state.metrics is None  # records nothing either
     assert httpx.get(f"{off.url}/metrics").status_code == 404

@@ -150,3 +150,55 @@ def test_dockerfile_targets_and_copied_paths_exist(compose):
     for source in re.findall(r"^COPY (\S+)", text, re.MULTILINE):
         assert (ROOT / source).exists(), source
     assert "LLAVA_BUILD" in (ROOT / "scripts" / "install-llama.sh").read_text()
+
+
+def _exposed_names() -> set[str]:
+    """Every sample name rung's /metrics can carry (counters end in _total, histograms in
+    _bucket / _sum / _count), read from the registry itself."""
+    from rung.router.metrics import Metrics
+
+    state = {
+        "tiers": [{"tier": "t", "replicas": [{"replica": "t[0]", "reachable": True,
+                                              "in_rotation": True, "outstanding": 0}]}],
+        "cache": {"available": True, "errors": 0, "indexed": 0},
+        "limits": {"available": True, "errors": 0},
+    }  # fmt: skip
+    names: set[str] = set()
+    for family in Metrics(lambda: state).registry.collect():
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}
+        names |= {family.name + s for s in suffixes.get(family.type, [""])}
+    return names
+
+
+def test_prometheus_and_grafana_watch_the_gpu_profile(compose):
+    gpu = services(compose, "gpu")
+    prometheus, grafana = gpu["prometheus"], gpu["grafana"]
+    scrape = yaml.safe_load(host_path(prometheus, "/etc/prometheus/prometheus.yml").read_text())
+    (job,) = scrape["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    (sd,) = job["dns_sd_configs"]
+    assert sd["names"] == ["rung"]
+    assert sd["port"] == 8080
+    provisioning = host_path(grafana, "/etc/grafana/provisioning")
+    (source,) = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert urlparse(source["url"]).hostname == "prometheus"
+    assert urlparse(source["url"]).port == 9090
+    (provider,) = yaml.safe_load((provisioning / "dashboards/rung.yml").read_text())["providers"]
+    dashboards = host_path(grafana, provider["options"]["path"])
+    assert (dashboards / "rung.json").exists()
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]  # not open to the network by default
+    assert "location = /metrics { return 404; }" in (ROOT / "deploy/nginx.conf").read_text()
+
+
+def test_the_grafana_dashboard_queries_only_metrics_rung_exposes():
+    import json
+
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/rung.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(exprs) >= 12
+    used = {m for e in exprs for m in re.findall(r"\b(rung_[a-z_]+)", e)}
+    exposed = _exposed_names()
+    assert used <= exposed, sorted(used - exposed)
+    assert {"rung_cost_usd_total", "rung_top_tier_cost_usd_total"} <= used  # the savings

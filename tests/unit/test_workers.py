@@ -59,5 +59,6 @@ def test_unmetered_tenants_need_no_shared_store() -> None:
 
 def test_a_memory_cache_with_several_workers_is_a_warning_not_an_error() -> None:
     warned = check_workers(config(), 2)
-    assert len(warned) == 1 and "cache.store: redis" in warned[0]
+    assert len(warned) == 1
+    assert "cache.store: redis" in warned[0]
     assert check_workers(config(cache={"store": "redis"}), 2) == []
