@@ -7,7 +7,7 @@ might answer (refused or dropped connections, 5xx, silence, garbage).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -74,10 +74,15 @@ class OpenAIClient:
             raise RuntimeError("OpenAIClient.start() was not awaited")
         return self._session
 
-    async def complete(self, path: str, payload: Json) -> Json:
-        """POST a non-streaming request; return the parsed JSON body."""
+    async def complete(
+        self, path: str, payload: Json, headers: Mapping[str, str] | None = None
+    ) -> Json:
+        """POST a non-streaming request; return the parsed JSON body. `headers`: per-request
+        extras (request id, W3C trace context)."""
         try:
-            async with self.session.post(self._url(path), data=orjson.dumps(payload)) as resp:
+            async with self.session.post(
+                self._url(path), data=orjson.dumps(payload), headers=headers
+            ) as resp:
                 raw = await _read_bounded(resp)
                 status = resp.status
         except TimeoutError:
@@ -98,7 +103,9 @@ class OpenAIClient:
             raise BackendError(f"{self.url} returned JSON without `choices`")
         return body
 
-    async def stream(self, path: str, payload: Json) -> AsyncIterator[list[Json]]:
+    async def stream(
+        self, path: str, payload: Json, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[list[Json]]:
         """POST a streaming request; yield the parsed chunks in batches until `[DONE]`.
 
         A batch is every chunk that arrived in one network read (never empty): handing them on
@@ -107,7 +114,9 @@ class OpenAIClient:
         """
         decoder = SSEDecoder()
         try:
-            async with self.session.post(self._url(path), data=orjson.dumps(payload)) as resp:
+            async with self.session.post(
+                self._url(path), data=orjson.dumps(payload), headers=headers
+            ) as resp:
                 if resp.status >= 400:
                     raw = await _read_bounded(resp)
                     if resp.status >= 500:

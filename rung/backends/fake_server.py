@@ -48,6 +48,7 @@ class Stats:
     streams_finished: int = 0
     streams_aborted: int = 0
     last_payload: dict[str, Any] = field(default_factory=dict)
+    last_headers: dict[str, str] = field(default_factory=dict)
 
 
 def _text_of(payload: dict[str, Any]) -> str:
@@ -125,6 +126,7 @@ class FakeServer:
         payload = await request.json(loads=orjson.loads)
         self.stats.requests += 1
         self.stats.last_payload = payload
+        self.stats.last_headers = {k.lower(): v for k, v in request.headers.items()}
         b = self.behavior
         if b.delay_s:
             await asyncio.sleep(b.delay_s)

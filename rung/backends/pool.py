@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,14 +123,16 @@ class TierPool:
                     error.message,
                 )
 
-    async def complete(self, path: str, payload: Json) -> tuple[Json, Replica]:
+    async def complete(
+        self, path: str, payload: Json, headers: Mapping[str, str] | None = None
+    ) -> tuple[Json, Replica]:
         """Answer from the first replica that can; raise the last error if none could."""
         last: BackendError | None = None
         for replica in self.candidates():
             replica.outstanding += 1
             try:
                 async with replica.slots:
-                    body = await replica.client.complete(path, payload)
+                    body = await replica.client.complete(path, payload, headers)
             except BackendError as exc:
                 self._record(replica, exc)
                 last = exc
@@ -144,7 +146,9 @@ class TierPool:
             return body, replica
         raise last or NoBackendAvailable(f"tier {self.tier.name}: no replica in rotation")
 
-    async def open_stream(self, path: str, payload: Json) -> OpenStream:
+    async def open_stream(
+        self, path: str, payload: Json, headers: Mapping[str, str] | None = None
+    ) -> OpenStream:
         """Start a stream on the first replica that yields a chunk; later replicas on failure."""
         last: BackendError | None = None
         for replica in self.candidates():
@@ -154,7 +158,7 @@ class TierPool:
             except BaseException:
                 replica.outstanding -= 1
                 raise
-            chunks = replica.client.stream(path, payload)
+            chunks = replica.client.stream(path, payload, headers)
             try:
                 first = await anext(aiter(chunks))
             except BaseException as exc:

@@ -14,6 +14,7 @@ from rung.config.models import (
     RungConfig,
     ServerSettings,
     TierConfig,
+    TracingConfig,
 )
 from rung.config.tenants import AuthConfig, LimitsConfig, Policy, TenantConfig
 
@@ -35,6 +36,7 @@ __all__ = [
     "ServerSettings",
     "TenantConfig",
     "TierConfig",
+    "TracingConfig",
     "load_config",
     "parse_config",
 ]

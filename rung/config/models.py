@@ -222,12 +222,26 @@ class EscalationConfig(_Frozen):
     """Tokens a stream probe holds back (default: what the calibrator was fitted on)."""
 
 
+class TracingConfig(_Frozen):
+    """OpenTelemetry traces (the `otel` extra): a span per completion request, child spans per
+    stage, W3C trace context propagated to the backends."""
+
+    exporter: Literal["none", "console", "otlp"] = "none"
+    endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    """OTLP over HTTP (protobuf), e.g. an OpenTelemetry collector or Jaeger."""
+    service_name: str = "rung"
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of new traces sampled; a request that arrives with a sampled `traceparent` is
+    always traced (parent-based)."""
+
+
 class RungConfig(_Frozen):
     server: ServerSettings = ServerSettings()
     health: HealthSettings = HealthSettings()
     routing: RoutingConfig = RoutingConfig()
     cache: CacheConfig = CacheConfig()
     escalation: EscalationConfig = EscalationConfig()
+    tracing: TracingConfig = TracingConfig()
     tiers: list[TierConfig] = Field(min_length=1)
     """Ordered smallest (cheapest) first."""
     auth: AuthConfig = AuthConfig()

@@ -154,7 +154,7 @@ async def _handle(
     choices = max(
         (v for v in (payload.get("n"), payload.get("best_of")) if isinstance(v, int)), default=1
     )
-    started = time.perf_counter()
+    admitted = time.perf_counter()
     ticket = await gate.admit(
         policy,
         size,
@@ -162,7 +162,7 @@ async def _handle(
         requested if isinstance(requested, int) else None,
         max(1, choices),
     )
-    notes.stages["admit"] = time.perf_counter() - started
+    notes.mark("admit", admitted, time.perf_counter())
     # The cap that bounds what the request can cost is what the backend is told.
     payload = {**payload, "max_tokens": ticket.max_tokens}
     if "max_completion_tokens" in payload:
@@ -170,9 +170,17 @@ async def _handle(
     lookup, store = directives(request.headers.get("cache-control"))
     query = Query(routing_text(parsed), prompt_chars(parsed))
     plan = await pipeline.plan(
-        path, payload, parsed.model, query, policy=ticket.policy, lookup=lookup, store=store
+        path,
+        payload,
+        parsed.model,
+        query,
+        policy=ticket.policy,
+        lookup=lookup,
+        store=store,
+        forward=notes.forward or None,
     )
-    notes.stages.update(plan.timings)
+    for stage, (start, end) in plan.timings.items():
+        notes.mark(stage, start, end)
     notes.reason = plan.reason
     if plan.cache is not None and plan.cache.entry is not None:
         response = _cached(pipeline, plan, payload, parsed.stream)
@@ -196,7 +204,7 @@ async def _handle(
         failed = Outcome([], [], "", None, None, None, None, status)
         notes.record = await gate.settle(ticket, failed)
         raise
-    notes.stages["first_byte" if parsed.stream else "backend"] = time.perf_counter() - started
+    notes.mark("first_byte" if parsed.stream else "backend", started, time.perf_counter())
     notes.reason = served.reason
     headers = {**served.headers(config), **ticket.headers}
     if parsed.stream:

@@ -23,6 +23,7 @@ from rung.router.logs import configure_logging
 from rung.router.metrics import Metrics
 from rung.router.monitor import health_state, monitor
 from rung.router.runtime import Reloader, Runtime, build_routing
+from rung.router.tracing import Tracing
 
 log = logging.getLogger("rung.router")
 __all__ = ["build_routing", "check_routing", "create_app", "prepare_routing"]
@@ -43,6 +44,7 @@ def create_app(config: RungConfig, source: Path | None = None) -> FastAPI:
             else None
         )
         app.state.source = source
+        app.state.tracing = Tracing(config.tracing) if config.tracing.exporter != "none" else None
         app.state.started = int(time.time())
         reloader = Reloader(app, source) if source is not None else None
         if reloader is not None:
@@ -53,6 +55,8 @@ def create_app(config: RungConfig, source: Path | None = None) -> FastAPI:
             if reloader is not None:
                 await reloader.aclose()
             await app.state.runtime.aclose()
+            if app.state.tracing is not None:
+                app.state.tracing.shutdown()  # flushes the spans still batched
 
     app = FastAPI(
         title="rung", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None

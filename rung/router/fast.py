@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from uuid import uuid4
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,6 +24,7 @@ from rung.router.errors import error_response, internal_error
 from rung.router.logs import REQUEST_LOGGER, request_fields, request_id
 from rung.router.metrics import Metrics
 from rung.router.notes import Notes
+from rung.router.tracing import Tracing
 
 requests_log = logging.getLogger(REQUEST_LOGGER)
 ROUTES = {
@@ -45,8 +47,15 @@ class FastRoutes:
             return
         started = time.perf_counter()
         request = Request(scope, receive, send)
-        notes = Notes(request_id(request.headers.get("x-request-id")))
+        given = request.headers.get("x-request-id")
+        notes = Notes(request_id(given))
+        # vLLM takes it as its own request id, which must be unique while it runs: a client's
+        # id (which it may reuse) gets a suffix; grep for the client's id still finds it.
+        unique = notes.request_id != given
+        notes.forward["x-request-id"] = notes.request_id if unique else f"{given}.{uuid4().hex[:8]}"
         request.state.notes = notes
+        tracing: Tracing | None = getattr(request.app.state, "tracing", None)
+        span = tracing.start(scope["path"], request.headers, notes) if tracing else None
         response: Response
         try:
             response = await handler(request)
@@ -59,6 +68,8 @@ class FastRoutes:
             await response(scope, receive, send)  # settles (and notes the usage) at its end
         finally:
             self._observe(request, scope["path"], response.status_code, started, notes)
+            if tracing is not None and span is not None:
+                tracing.finish(span, response.status_code, notes)
 
     @staticmethod
     def _observe(request: Request, route: str, status: int, started: float, notes: Notes) -> None:

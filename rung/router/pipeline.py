@@ -80,6 +80,7 @@ class Pipeline:
         policy: TenantPolicy | None = None,
         lookup: bool = True,
         store: bool = True,
+        forward: dict[str, str] | None = None,
     ) -> Plan:
         tenant = policy.tenant if policy is not None else DEFAULT_TENANT
         allowed = policy.allowed if policy is not None else None
@@ -108,7 +109,7 @@ class Pipeline:
         caching = self.cache is not None and (policy is None or policy.cache)
         key = cache_key(path, payload) if caching and (lookup or store) else None
         memo: list[tuple[np.ndarray | None, Decision]] = []
-        timings: dict[str, float] = {}
+        timings: dict[str, tuple[float, float]] = {}
 
         async def decide() -> tuple[np.ndarray | None, Decision]:
             """(the cache's vector, the routing decision), computed once."""
@@ -138,7 +139,7 @@ class Pipeline:
                     shared = self.cache_embed == self.embed and routed is not None
                     found = routed if shared else await self.cache_embed(query.text)
                 memo.append((found, decision))
-                timings["decide"] = time.perf_counter() - started
+                timings["decide"] = (started, time.perf_counter())
             return memo[0]
 
         async def decided_name() -> tuple[Any, str]:
@@ -149,7 +150,7 @@ class Pipeline:
         if caching and self.cache is not None and key is not None and lookup:
             started = time.perf_counter()
             found = await self.cache.lookup(tenant, key, route_key, decided_name)
-            timings["cache"] = time.perf_counter() - started - timings.get("decide", 0.0)
+            timings["cache"] = (started, time.perf_counter())
             if found.entry is not None:
                 tier = self.config.tier_index(found.entry.tier)
                 return Plan(
@@ -161,6 +162,7 @@ class Pipeline:
                     found,
                     route_key=route_key,
                     timings=timings,
+                    forward=forward,
                 )
         vector, decision = await decide()
         order = (pinned,) if pinned is not None else fallback_order(decision.tier, len(self.pools))
@@ -180,6 +182,7 @@ class Pipeline:
             self._threshold(policy) if pinned is None and len(order) > 1 else None,
             asyncio.get_running_loop().time() + self.config.server.request_timeout_s,
             timings,
+            forward,
         )
 
     def _threshold(self, policy: TenantPolicy | None) -> float | None:
@@ -234,7 +237,9 @@ class Pipeline:
         build = self._payload(path, payload, plan)
 
         async def call(pool: TierPool, body: Json) -> Json:
-            answer, _ = await pool.complete(path, {**build(pool), "model": body["model"]})
+            answer, _ = await pool.complete(
+                path, {**build(pool), "model": body["model"]}, plan.forward
+            )
             return answer
 
         body, served = await self._over_tiers(plan, payload, call)
@@ -279,7 +284,9 @@ class Pipeline:
         build = self._payload(path, payload, plan)
 
         async def call(pool: TierPool, body: Json) -> OpenStream:
-            return await pool.open_stream(path, {**build(pool), "model": body["model"]})
+            return await pool.open_stream(
+                path, {**build(pool), "model": body["model"]}, plan.forward
+            )
 
         stream, served = await self._over_tiers(plan, payload, call)
         if plan.cache is not None:

@@ -32,8 +32,11 @@ class Plan:
     """Escalate answers whose confidence is below this (None: no escalation)."""
     deadline: float = 0.0
     """The request's deadline (loop time) across fallbacks and escalations."""
-    timings: dict[str, float] = field(default_factory=dict)
-    """Seconds spent planning: `decide` (embed + classify), `cache` (the lookup's own time)."""
+    timings: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """(start, end) perf_counter of `decide` (embed + classify) and `cache` (the lookup, which
+    may contain the decision)."""
+    forward: dict[str, str] | None = None
+    """Headers sent on to the backends with this request (request id, trace context)."""
 
 
 @dataclass
