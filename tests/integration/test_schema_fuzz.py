@@ -17,7 +17,13 @@ PER_OPERATION = 500
 
 def config(fake=None):
     backend = tier("small", fake("small")) if fake else {**tier_stub(), "name": "small"}
-    return make_config([backend], routing={"policy": "length"}, server={"max_body_bytes": 65536})
+    # The harness probes every 0.2 s and drops a replica after one slow probe; with the fuzzer
+    # loading the shared loop that turned into 503 no_backend_available (correct, but not what
+    # this test is about): production health settings here.
+    health = {"interval_s": 5, "probe_timeout_s": 5, "failure_threshold": 3, "cooldown_s": 1}
+    return make_config(
+        [backend], routing={"policy": "length"}, server={"max_body_bytes": 65536}, health=health
+    )
 
 
 def tier_stub():
@@ -52,8 +58,10 @@ def test_generated_requests_never_get_a_server_error(fake, gateway, path):
         suppress_health_check=list(HealthCheck),
     )
     def check(case):
-        if isinstance(case.body, dict) and len(seen) % 2:
-            case.body["model"] = "rung"  # half of them past the model check, into routing
+        # About half of them past the model check, into routing. Decided by the case itself
+        # (not by a counter) so that hypothesis can replay and shrink a failure.
+        if isinstance(case.body, dict) and len(case.body) % 2:
+            case.body["model"] = "rung"
         response = case.call(base_url=gw.url, timeout=10)
         seen.append(response.status_code)
         assert response.status_code < 500, (case.body, response.text[:300])
