@@ -85,6 +85,8 @@ class Metrics:
             registry=r,
         )
         self._stage = {name: self.stages.labels(name) for name in STAGES}
+        self._responses: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._settled: dict[tuple[Any, ...], tuple[Any, Any, Any, Any, Any, list[Any]]] = {}
         self._state = state
         if state is not None:
             r.register(_Health(state))
@@ -93,28 +95,55 @@ class Metrics:
         self._stage[name].observe(seconds)
 
     def response(self, route: str, status: int, seconds: float) -> None:
-        self.responses.labels(route, str(status)).inc()
-        self.latency.labels(route).observe(seconds)
+        key = (route, status)
+        children = self._responses.get(key)
+        if children is None:
+            children = (self.responses.labels(route, str(status)), self.latency.labels(route))
+            self._responses[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def settled(self, record: UsageRecord, reason: str) -> None:
-        tenant, tier = record.tenant, record.tier or "none"
-        self.requests.labels(
-            tenant,
-            tier,
-            reason_class(reason),
-            record.cache or "off",
-            str(record.status),
-            "yes" if record.escalated else "no",
-        ).inc()
+        """One settled request. The labelled children are looked up once per label set (the
+        sets are bounded: configured names, a few statuses), not built per request."""
+        tier = record.tier or "none"
+        escalated = record.escalated
+        key = (record.tenant, tier, reason_class(reason), record.cache, record.status, escalated)
+        children = self._settled.get(key)
+        if children is None:
+            children = self._children(record.tenant, tier, key[2], record.cache, record.status,
+                                      escalated)  # fmt: skip
+            self._settled[key] = children
+        requests, prompt, completion, cost, top, escalations = children
+        requests.inc()
         if record.prompt_tokens:
-            self.tokens.labels(tenant, tier, "prompt").inc(record.prompt_tokens)
+            prompt.inc(record.prompt_tokens)
         if record.completion_tokens:
-            self.tokens.labels(tenant, tier, "completion").inc(record.completion_tokens)
-        self.cost.labels(tenant, tier).inc(record.cost / MICRO)
-        self.top_cost.labels(tenant).inc(record.top_tier_cost / MICRO)
-        for step in (record.escalated or "").split(","):
-            if step:
-                self.escalations.labels(tenant, step).inc()
+            completion.inc(record.completion_tokens)
+        cost.inc(record.cost / MICRO)
+        top.inc(record.top_tier_cost / MICRO)
+        for step in escalations:
+            step.inc()
+
+    def _children(
+        self,
+        tenant: str,
+        tier: str,
+        reason: str,
+        cache: str | None,
+        status: int,
+        escalated: str | None,
+    ) -> tuple[Any, Any, Any, Any, Any, list[Any]]:
+        return (
+            self.requests.labels(
+                tenant, tier, reason, cache or "off", str(status), "yes" if escalated else "no"
+            ),
+            self.tokens.labels(tenant, tier, "prompt"),
+            self.tokens.labels(tenant, tier, "completion"),
+            self.cost.labels(tenant, tier),
+            self.top_cost.labels(tenant),
+            [self.escalations.labels(tenant, s) for s in (escalated or "").split(",") if s],
+        )
 
     def render(self) -> bytes:
         """The exposition: this process's registry, or every worker's through the directory."""
