@@ -11,6 +11,7 @@ WHEEL_CACHE ?= $(HOME)/.cache/rung/wheels
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	@echo "==> installing rung and its dependencies into $(VENV) (first time ~2-4 min)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
@@ -29,6 +30,8 @@ models: install
 
 ## The gateway on the local CPU ladder (real models), on http://127.0.0.1:$(PORT)/v1.
 run: install llama
+	@echo "==> rung up: weights fetched once (1.7 GB, progress bars), two llama.cpp tiers started,"
+	@echo "    then the gateway on http://127.0.0.1:$(PORT)/v1 (Ctrl-C stops all three)"
 	$(BIN)/rung up --config config/local.yaml --port $(PORT)
 
 ## The gateway in front of two fake model servers (no weights, no llama.cpp).

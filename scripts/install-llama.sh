@@ -17,10 +17,28 @@ fi
 cache="$cache/$flavor"
 mkdir -p "$cache"
 if ! ls "$cache"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
-  echo "building llama-cpp-python $version for $flavor (one-off, ~6-15 min on 2 cores; cached in $cache)"
+  echo "==> building llama.cpp's server (llama-cpp-python $version, $flavor): once per machine,"
+  echo "    ~6-15 min on 2 cores, then cached in $cache"
   # LLAVA is the multimodal part rung does not use; skipping it nearly halves the build.
+  # The compiler's ~400 lines go to a log; a line a minute says it is still going.
+  build_log="$cache/build-$version.log"
   CMAKE_ARGS="${CMAKE_ARGS:-$flags}" "$pip" wheel --no-cache-dir --no-deps -w "$cache" \
-    "llama-cpp-python==$version"
+    "llama-cpp-python==$version" >"$build_log" 2>&1 &
+  builder=$!
+  started=$(date +%s)
+  while kill -0 "$builder" 2>/dev/null; do
+    sleep 5
+    elapsed=$(( $(date +%s) - started ))
+    if (( elapsed % 60 < 5 && elapsed >= 60 )); then
+      echo "    still compiling... $(( elapsed / 60 )) min"
+    fi
+  done
+  if ! wait "$builder"; then
+    echo "llama-cpp-python failed to build; the last lines of $build_log:" >&2
+    tail -n 30 "$build_log" >&2
+    exit 1
+  fi
+  echo "    built in $(( ($(date +%s) - started) / 60 )) min $(( ($(date +%s) - started) % 60 )) s"
 fi
 # The cached wheel replaces whatever build the venv had (e.g. a native one from before).
 "$pip" install --quiet --no-index --no-deps --force-reinstall --find-links "$cache" \
