@@ -69,6 +69,8 @@ class FakeServer:
     def __init__(self, name: str = "fake", model: str = "fake-model") -> None:
         self.name = name
         self.model = model
+        self.adapters: set[str] = set()
+        """LoRA adapter names this server answers as (vLLM's --lora-modules)."""
         self.behavior = Behavior()
         self.stats = Stats()
         self.port = 0
@@ -172,6 +174,12 @@ class FakeServer:
             return None
         return {"tokens": tokens, "token_logprobs": [lp] * len(tokens)}
 
+    def _served(self, payload: dict[str, Any]) -> str:
+        """The model answering: a LoRA adapter's name when one was asked for (as vLLM does),
+        else this server's model."""
+        asked = payload.get("model")
+        return asked if asked in self.adapters else self.model
+
     def _usage(self, payload: dict[str, Any], tokens: list[str]) -> dict[str, int]:
         prompt = max(1, len(orjson.dumps(payload.get("messages") or payload.get("prompt"))) // 4)
         n = payload.get("n") if self.behavior.honour_n else 1
@@ -205,7 +213,7 @@ class FakeServer:
             "id": f"fake-{self.stats.requests}",
             "object": "chat.completion" if chat else "text_completion",
             "created": int(time.time()),
-            "model": self.model,
+            "model": self._served(payload),
             "choices": choices,
             "usage": self._usage(payload, tokens),
         }
@@ -219,7 +227,7 @@ class FakeServer:
         base = {
             "id": f"fake-{self.stats.requests}",
             "created": int(time.time()),
-            "model": self.model,
+            "model": self._served(payload),
             "object": "chat.completion.chunk" if chat else "text_completion",
         }
         try:

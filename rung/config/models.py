@@ -105,6 +105,16 @@ class LocalTier(_Frozen):
     """CPU prompt processing can take a while before the first token."""
 
 
+class AdapterConfig(_Frozen):
+    """A LoRA adapter the tier's backends serve beside the base model (vLLM `--enable-lora
+    --lora-modules <model>=<path>`)."""
+
+    model: str
+    """The name the backends serve the adapter under; sent as `model`."""
+    price: Price | None = None
+    """Per-adapter price; default: the tier's."""
+
+
 class TierConfig(_Frozen):
     name: str
     model: str
@@ -115,6 +125,17 @@ class TierConfig(_Frozen):
     logprobs: bool = True
     """The backends can return token logprobs (vLLM, llama.cpp can). Without them escalation
     judges answers by their other signals only."""
+    context_window: int | None = Field(default=None, ge=256)
+    """Tokens (prompt + answer) the model takes; None: not checked. A request whose estimated
+    prompt plus max_tokens exceeds it never goes here."""
+    tools: bool = True
+    """The model makes tool calls (`tools` / `functions` requests)."""
+    json_schema: bool = True
+    """The backends enforce `response_format` (json_object / json_schema)."""
+    vision: bool = False
+    """The model reads `image_url` content parts."""
+    adapters: dict[str, AdapterConfig] = Field(default_factory=dict)
+    """LoRA adapters by name; a tenant's `policy.adapters` picks one per tier."""
 
     @field_validator("name")
     @classmethod
@@ -154,6 +175,18 @@ class RoutingConfig(_Frozen):
     """onnxruntime threads per embedding call (bench/classifier.py: 2 halves latency on 2 cores)."""
     length_thresholds: list[int] = Field(default_factory=lambda: [2000])
     """`length` policy: tier i serves prompts of at most thresholds[i] characters."""
+    conversation: Literal["sticky_up", "free"] = "sticky_up"
+    """`sticky_up`: once a conversation was served by a tier, its later turns are served by
+    that tier or a higher one (no bouncing down mid-conversation). `free`: each turn alone."""
+    conversation_ttl_s: float = Field(default=3600.0, gt=0)
+    """How long a conversation's tier is remembered after its last turn."""
+    conversation_max: int = Field(default=100_000, ge=1)
+    """Conversations remembered in memory (least recently used go first); with
+    `limits.store: redis` they live in Redis, shared by every replica, for the TTL."""
+    min_tier_for_tools: str | None = None
+    """The lowest tier a tool-call request may go to (by name)."""
+    min_tier_for_json: str | None = None
+    """The lowest tier a `response_format` (JSON) request may go to (by name)."""
 
     @model_validator(mode="after")
     def _one_rule(self) -> RoutingConfig:
@@ -264,6 +297,10 @@ class RungConfig(_Frozen):
                     )
                 seen[alias] = tier.name
         self._check_tenants()
+        for key in ("min_tier_for_tools", "min_tier_for_json"):
+            name = getattr(self.routing, key)
+            if name is not None and name not in {t.name for t in self.tiers}:
+                raise ValueError(f"routing.{key}: no tier named {name!r}")
         explicit = "length_thresholds" in self.routing.model_fields_set
         if explicit and len(self.routing.length_thresholds) > len(self.tiers) - 1:
             raise ValueError(
@@ -282,6 +319,15 @@ class RungConfig(_Frozen):
             for name in [policy.max_tier or "", *(policy.allowed_tiers or [])]:
                 if name and name not in tiers:
                     raise ValueError(f"{where}: no tier named {name!r} (tiers: {sorted(tiers)})")
+            adapters = {t.name: t.adapters for t in self.tiers}
+            for tier, adapter in (policy.adapters or {}).items():
+                if tier not in tiers:
+                    raise ValueError(f"{where}: adapters: no tier named {tier!r}")
+                if adapter not in adapters[tier]:
+                    raise ValueError(
+                        f"{where}: tier {tier!r} has no adapter {adapter!r} "
+                        f"(it has: {sorted(adapters[tier]) or 'none'})"
+                    )
         for tenant in self.tenants:
             if tenant.name in names:
                 raise ValueError(f"tenant {tenant.name!r} is declared twice")

@@ -45,6 +45,8 @@ class Policy(Frozen):
     refuse at the budget."""
     downshift_from: float | None = Field(default=None, gt=0, lt=1)
     """Share of a budget from which `downshift` starts (default 0.8)."""
+    adapters: dict[str, str] | None = None
+    """Tier name -> the LoRA adapter (of that tier's `adapters`) this tenant's requests use."""
 
     @model_validator(mode="after")
     def _one_rule(self) -> Policy:

@@ -20,6 +20,7 @@ from rung.cache.assemble import StreamAssembler
 from rung.cache.policy import directives, replay
 from rung.config import RungConfig
 from rung.errors import ClientGone, InvalidRequest, PayloadTooLarge, RequestTimeout, RungError
+from rung.router.capabilities import needs_of
 from rung.router.decide import Query
 from rung.router.errors import json_response, status_of
 from rung.router.escalate import ProbedStream
@@ -41,6 +42,8 @@ log = logging.getLogger("rung.router")
 OnDone = Callable[[dict[str, Any] | None], Awaitable[None]]
 """Called once a stream has ended: with the assembled answer, or None if it broke."""
 router = APIRouter()
+SHORT_ANSWER = 256
+"""Tokens of answer a request without max_tokens must have room for in a tier's window."""
 
 
 async def read_json(request: Request, limit: int, timeout_s: float) -> tuple[Any, int]:
@@ -168,7 +171,14 @@ async def _handle(
     if "max_completion_tokens" in payload:
         payload["max_completion_tokens"] = ticket.max_tokens
     lookup, store = directives(request.headers.get("cache-control"))
-    query = Query(routing_text(parsed), prompt_chars(parsed))
+    chars = prompt_chars(parsed)
+    query = Query(routing_text(parsed), chars)
+    # Without a max_tokens of its own, a request fits a tier whose window leaves a short answer;
+    # the tier is then sent what its window has room for.
+    answer_tokens = min(
+        ticket.max_tokens, requested if isinstance(requested, int) else SHORT_ANSWER
+    )
+    sticky = config.routing.conversation == "sticky_up" and path == "/chat/completions"
     plan = await pipeline.plan(
         path,
         payload,
@@ -178,6 +188,8 @@ async def _handle(
         lookup=lookup,
         store=store,
         forward=notes.forward or None,
+        needs=needs_of(payload, chars, answer_tokens),
+        sticky=sticky,
     )
     for stage, (start, end) in plan.timings.items():
         notes.mark(stage, start, end)
@@ -190,7 +202,7 @@ async def _handle(
         response.headers.update(ticket.headers)
         release()
         return response
-    prices = [_price(config, t) for t in plan.order]
+    prices = [_price(config, t, plan) for t in plan.order]
     answers = 1 if plan.threshold is None else 1 + config.escalation.max_steps
     await gate.reserve(ticket, prices, answers)
     started = time.perf_counter()
@@ -213,7 +225,10 @@ async def _handle(
             try:
                 usage = (answer or {}).get("usage") or {}
                 status = 200 if answer else 502
-                notes.record = await gate.settle(ticket, _outcome(config, served, usage, status))
+                outcome = _outcome(config, served, usage, status, plan)
+                notes.record = await gate.settle(ticket, outcome)
+                if answer is not None:
+                    await pipeline.remember_conversation(plan, served, payload, answer)
                 if answer is not None and plan.key is not None:
                     await pipeline.remember(plan, payload, answer, served)
             finally:
@@ -222,11 +237,12 @@ async def _handle(
         return _StreamResponse(stream, headers, done)
     response = json_response(body, 200, headers)
     reported = body.get("usage")
-    outcome = _outcome(config, served, reported if isinstance(reported, dict) else {}, 200)
+    outcome = _outcome(config, served, reported if isinstance(reported, dict) else {}, 200, plan)
 
     async def after() -> None:  # after the answer has gone out: no added latency
         try:
             notes.record = await gate.settle(ticket, outcome)
+            await pipeline.remember_conversation(plan, served, payload, body)
             if plan.key is not None:
                 await pipeline.remember(plan, payload, body, served)
         finally:
@@ -236,21 +252,37 @@ async def _handle(
     return response
 
 
-def _price(config: RungConfig, tier: int) -> tuple[float, float]:
+def _adapter(config: RungConfig, tier: int, plan: Plan) -> str | None:
+    """The name of the LoRA adapter this request uses on the tier (None: the base model)."""
+    model = plan.models.get(tier)
+    adapters = config.tiers[tier].adapters
+    return next((name for name, a in adapters.items() if a.model == model), None)
+
+
+def _price(config: RungConfig, tier: int, plan: Plan) -> tuple[float, float]:
+    adapter = _adapter(config, tier, plan)
     price = config.tiers[tier].price
+    if adapter is not None:
+        price = config.tiers[tier].adapters[adapter].price or price
     return price.input_per_mtok, price.output_per_mtok
 
 
-def _outcome(config: RungConfig, served: Served, usage: dict[str, Any], status: int) -> Outcome:
+def _outcome(
+    config: RungConfig, served: Served, usage: dict[str, Any], status: int, plan: Plan
+) -> Outcome:
+    """What to charge and record: a tenant's adapter is recorded as `<tier>@<adapter>`."""
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     tier = config.tiers[served.tier].name
+    adapter = _adapter(config, served.tier, plan)
+    if adapter is not None:
+        tier = f"{tier}@{adapter}"
     earlier: list[tuple[tuple[float, float], int | None, int | None]] = []
     for call in served.calls:
         used = call.usage or {}
         p, c = used.get("prompt_tokens"), used.get("completion_tokens")
         earlier.append(
             (
-                _price(config, call.tier),
+                _price(config, call.tier, plan),
                 p if isinstance(p, int) else None,
                 c if isinstance(c, int) else call.tokens_seen,
             )
@@ -259,7 +291,7 @@ def _outcome(config: RungConfig, served: Served, usage: dict[str, Any], status: 
         tiers=served.tried,
         models=[served.model],
         tier=tier,
-        price=_price(config, served.tier),
+        price=_price(config, served.tier, plan),
         prompt_tokens=prompt if isinstance(prompt, int) else None,
         completion_tokens=completion if isinstance(completion, int) else None,
         cache=served.cache,

@@ -28,9 +28,12 @@ from rung.errors import (
     BackendError,
     BackendTimeout,
     Forbidden,
+    InvalidRequest,
     ModelNotFound,
     NoBackendAvailable,
 )
+from rung.router.capabilities import Needs, capable, fit_max_tokens, why_not
+from rung.router.conversations import Conversations, answer_text, conversation_key
 from rung.router.decide import Decision, Query, TierChooser, fallback_order
 from rung.router.escalate import (
     ProbedStream,
@@ -58,6 +61,7 @@ class Pipeline:
         embed: Embed | None = None,
         calibrator: Calibrator | None = None,
         cache_embed: Embed | None = None,
+        conversations: Conversations | None = None,
     ) -> None:
         self.config = config
         self.pools = pools
@@ -69,6 +73,8 @@ class Pipeline:
         """The cache's embedder: the same function as `embed` when they share a model, and
         then the routing text is embedded once for both."""
         self.calibrator = calibrator
+        self.conversations = conversations
+        """Sticky-upward conversation tiers (None: `routing.conversation: free`)."""
 
     async def plan(
         self,
@@ -81,9 +87,18 @@ class Pipeline:
         lookup: bool = True,
         store: bool = True,
         forward: dict[str, str] | None = None,
+        needs: Needs | None = None,
+        sticky: bool = False,
     ) -> Plan:
         tenant = policy.tenant if policy is not None else DEFAULT_TENANT
         allowed = policy.allowed if policy is not None else None
+        skipped: list[str] = []
+        if needs is not None:  # a tier without what the request needs is never used
+            able, skipped = capable(self.config, needs)
+            if allowed is not None:
+                skipped = [s for s in skipped if self.config.tier_index(s.split(":")[0]) in allowed]
+            if len(able) < len(self.pools):
+                allowed = tuple(t for t in (allowed or range(len(self.pools))) if t in able)
         goal = policy.goal if policy is not None else None
         target = policy.quality_target if policy is not None else None
         eased = policy.eased if policy is not None else 0.0
@@ -94,6 +109,12 @@ class Pipeline:
                 names = ", ".join([*ROUTED_MODEL_NAMES, *(t.name for t in self.config.tiers)])
                 raise ModelNotFound(
                     f"The model '{model}' does not exist. Use one of: {names}.", param="model"
+                )
+            why = why_not(self.config, pinned, needs) if needs is not None else None
+            if why is not None:
+                raise InvalidRequest(
+                    f"Tier '{self.config.tiers[pinned].name}' cannot serve this request: {why}.",
+                    param="model",
                 )
             if allowed is not None and pinned not in allowed:
                 raise Forbidden(
@@ -164,7 +185,12 @@ class Pipeline:
                     timings=timings,
                     forward=forward,
                 )
+        if allowed is not None and not allowed:
+            raise InvalidRequest("no tier can serve this request: " + "; ".join(skipped))
         vector, decision = await decide()
+        conversation = conversation_key(tenant, payload) if sticky and pinned is None else None
+        if pinned is None:
+            decision = await self._steer(decision, allowed, skipped, conversation)
         order = (pinned,) if pinned is not None else fallback_order(decision.tier, len(self.pools))
         if allowed is not None:
             order = tuple(t for t in order if t in allowed) or (decision.tier,)
@@ -183,7 +209,59 @@ class Pipeline:
             asyncio.get_running_loop().time() + self.config.server.request_timeout_s,
             timings,
             forward,
+            conversation,
+            sticky and pinned is None,
+            needs.prompt_tokens if needs is not None else 0,
+            self._models(policy),
         )
+
+    async def _steer(
+        self,
+        decision: Decision,
+        allowed: tuple[int, ...] | None,
+        skipped: list[str],
+        conversation: str | None,
+    ) -> Decision:
+        """The routed decision, raised to the conversation's tier (sticky upward) and annotated
+        with the tiers a capability ruled out."""
+        reason = decision.reason
+        tier = decision.tier
+        if skipped:
+            reason += "; skipped " + ", ".join(skipped)
+        if conversation is not None and self.conversations is not None:
+            name = await self.conversations.floor(conversation)
+            floor = self.config.tier_index(name) if name is not None else None
+            if floor is not None and floor > tier and (allowed is None or floor in allowed):
+                tier = floor
+                reason += f"; sticky {name} (this conversation was served there)"
+        return Decision(tier, reason, decision.embedding)
+
+    def _models(self, policy: TenantPolicy | None) -> dict[int, str]:
+        """Per tier, the model name to send when this tenant uses one of its LoRA adapters."""
+        if policy is None:
+            return {}
+        return {
+            tier: self.config.tiers[tier].adapters[name].model for tier, name in policy.adapters
+        }
+
+    async def remember_conversation(
+        self, plan: Plan, served: Served, payload: Json, body: Json | None
+    ) -> None:
+        """After the answer: the conversation's tier is at least the one that answered. A first
+        turn's conversation is keyed by the answer it just got."""
+        if not plan.sticky or self.conversations is None or served.tier < 0:
+            return
+        key = plan.conversation or conversation_key(
+            plan.tenant, payload, answer_text(body) if body is not None else None
+        )
+        if key is None:
+            return
+        names = [t.name for t in self.config.tiers]
+
+        def rank(name: str) -> int:
+            return names.index(name) if name in names else -1
+
+        await self.conversations.raise_to(key, names[served.tier], rank)
 
     def _threshold(self, policy: TenantPolicy | None) -> float | None:
         escalation = self.config.escalation
@@ -223,23 +301,22 @@ class Pipeline:
             usage=body.get("usage") if isinstance(body.get("usage"), dict) else None,
         )
 
-    def _payload(self, path: str, payload: Json, plan: Plan) -> Callable[[TierPool], Json]:
-        """Per tier: the client's payload, asking for logprobs when escalation will judge."""
+    def _payload(self, path: str, plan: Plan) -> Callable[[TierPool, Json], Json]:
+        """Per tier: the body for that tier (its model, max_tokens fitted to its window), asking
+        for logprobs when escalation will judge."""
 
-        def build(pool: TierPool) -> Json:
+        def build(pool: TierPool, body: Json) -> Json:
             if plan.threshold is not None and pool.tier.logprobs:
-                return with_logprobs(path, payload)
-            return payload
+                return with_logprobs(path, body)
+            return body
 
         return build
 
     async def complete(self, path: str, payload: Json, plan: Plan) -> tuple[Json, Served]:
-        build = self._payload(path, payload, plan)
+        build = self._payload(path, plan)
 
         async def call(pool: TierPool, body: Json) -> Json:
-            answer, _ = await pool.complete(
-                path, {**build(pool), "model": body["model"]}, plan.forward
-            )
+            answer, _ = await pool.complete(path, build(pool, body), plan.forward)
             return answer
 
         body, served = await self._over_tiers(plan, payload, call)
@@ -281,12 +358,10 @@ class Pipeline:
     async def open_stream(
         self, path: str, payload: Json, plan: Plan
     ) -> tuple[OpenStream | ProbedStream, Served]:
-        build = self._payload(path, payload, plan)
+        build = self._payload(path, plan)
 
         async def call(pool: TierPool, body: Json) -> OpenStream:
-            return await pool.open_stream(
-                path, {**build(pool), "model": body["model"]}, plan.forward
-            )
+            return await pool.open_stream(path, build(pool, body), plan.forward)
 
         stream, served = await self._over_tiers(plan, payload, call)
         if plan.cache is not None:
@@ -361,13 +436,15 @@ class Pipeline:
                         served.fallback.append(f"{name}: unavailable")
                         continue
                     served.tried.append(name)
+                    model = plan.models.get(index, pool.tier.model)
+                    fitted = fit_max_tokens(payload, pool.tier.context_window, plan.prompt_tokens)
                     try:
-                        result = await call(pool, {**payload, "model": pool.tier.model})
+                        result = await call(pool, {**fitted, "model": model})
                     except BackendError as exc:
                         served.fallback.append(f"{name}: {exc.code}")
                         errors.append(exc)
                         continue
-                    served.tier, served.model = index, pool.tier.model
+                    served.tier, served.model = index, model
                     if index != plan.decided:
                         served.fallback.append(f"answered by {name}")
                     return result, served

@@ -37,6 +37,14 @@ class Plan:
     may contain the decision)."""
     forward: dict[str, str] | None = None
     """Headers sent on to the backends with this request (request id, trace context)."""
+    conversation: str | None = None
+    """A later turn's conversation key (its tier was looked up: sticky upward)."""
+    sticky: bool = False
+    """Remember the answering tier for this conversation."""
+    prompt_tokens: int = 0
+    """The prompt's estimated tokens (each tier's max_tokens is fitted to its window)."""
+    models: dict[int, str] = field(default_factory=dict)
+    """Per tier index, the model name to send instead of the tier's (a tenant's LoRA adapter)."""
 
 
 @dataclass

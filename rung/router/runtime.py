@@ -33,6 +33,7 @@ from rung.confidence.calibrator import load_calibrator, shipped_calibrator
 from rung.config import DEFAULT_GOAL, CacheConfig, RungConfig, load_config
 from rung.errors import ConfigError
 from rung.router.checks import cache_embedder, check_routing, embedder_specs
+from rung.router.conversations import Conversations, MemoryConversations, RedisConversations
 from rung.router.decide import ClassifierChooser, LengthChooser, TierChooser
 from rung.router.pipeline import Pipeline
 from rung.tenants.gate import Gate
@@ -163,6 +164,23 @@ def build_cache(
     )
 
 
+def _conversation_settings(config: RungConfig) -> tuple[object, ...]:
+    r, limits = config.routing, config.limits
+    return (r.conversation, r.conversation_ttl_s, r.conversation_max, limits.store,
+            limits.redis_url)  # fmt: skip
+
+
+def build_conversations(config: RungConfig) -> Conversations | None:
+    """Where conversations' tiers are kept: beside the limits (memory, or the shared Redis)."""
+    routing = config.routing
+    if routing.conversation == "free":
+        return None
+    if config.limits.store == "redis":
+        url = config.limits.redis_url.get_secret_value()
+        return RedisConversations(url, routing.conversation_ttl_s)
+    return MemoryConversations(routing.conversation_max, routing.conversation_ttl_s)
+
+
 @dataclass
 class Runtime:
     config: RungConfig
@@ -223,7 +241,16 @@ class Runtime:
         calibrator = None
         if config.escalation.enabled:
             calibrator = load_calibrator(shipped_calibrator(config.escalation.calibrator))
-        pipeline = Pipeline(config, pools, routing.chooser, cache, embed, calibrator, cache_embed)
+        conversations: Conversations | None = None
+        if old is not None and _conversation_settings(old.config) == _conversation_settings(config):
+            conversations = old.pipeline.conversations
+            reused.add("conversations")
+        else:
+            conversations = build_conversations(config)
+            fresh.add("conversations")
+        pipeline = Pipeline(
+            config, pools, routing.chooser, cache, embed, calibrator, cache_embed, conversations
+        )
         owned = set(fresh)
         if old is not None:  # what is taken over is closed by whoever holds it last
             owned |= reused & old._owned
@@ -264,6 +291,9 @@ class Runtime:
                 await pool.aclose()
         if "cache" in self._owned and self.cache is not None:
             await self.cache.aclose()
+        conversations = self.pipeline.conversations
+        if "conversations" in self._owned and conversations is not None:
+            await conversations.aclose()
         if "embedder" in self._owned:
             for opened in self.routing.embedders.values():
                 opened.batcher.close()

@@ -91,17 +91,25 @@ def validate(model: type[M], body: Any) -> M:
         raise InvalidRequest(message, param=param) from None
 
 
+ROUTING_TURNS = 3
+ROUTING_CHARS = 2000
+
+
 def routing_text(request: ChatRequest | CompletionRequest) -> str:
-    """The text a router judges: the last user message, or the prompt."""
+    """The text a router judges: the prompt; for a chat, the last user message followed by up to
+    two earlier ones, newest first (a follow-up such as "and in Python?" is judged with what it
+    follows), at most ROUTING_CHARS characters. Image parts are never part of it."""
     if isinstance(request, CompletionRequest):
         prompt = request.prompt
         if isinstance(prompt, str):
             return prompt
         return "\n".join(p for p in prompt if isinstance(p, str))
-    for message in reversed(request.messages):
-        if message.role == "user":
-            return _content_text(message.content)
-    return _content_text(request.messages[-1].content)
+    asked = [_content_text(m.content) for m in reversed(request.messages) if m.role == "user"]
+    if not asked:
+        return _content_text(request.messages[-1].content)
+    if len(asked) == 1:
+        return asked[0]
+    return "\n\n".join(asked[:ROUTING_TURNS])[:ROUTING_CHARS]
 
 
 def prompt_chars(request: ChatRequest | CompletionRequest) -> int:

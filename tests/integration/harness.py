@@ -100,4 +100,5 @@ def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") ->
 
 def client(gw: Gateway, **kwargs: Any) -> openai.OpenAI:
     """The official SDK pointed at rung; no SDK retries, so tests see rung's own behaviour."""
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0, **kwargs)
+    return openai.OpenAI(**{"base_url": gw.url + "/v1", "api_key": "unused", "max_retries": 0,
+                            **kwargs})  # fmt: skip

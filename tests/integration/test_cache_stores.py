@@ -251,3 +251,27 @@ async def test_two_replicas_on_one_redis_share_entries_but_never_across_tenants(
     }
     for replica in replicas:
         await replica.aclose()
+
+
+async def test_conversation_tiers_in_redis_are_shared_and_only_go_up(
+    redis_server: RedisServer,
+) -> None:
+    from rung.ports import free_port
+    from rung.router.conversations import RedisConversations
+
+    one = RedisConversations(redis_server.url, ttl_s=60)
+    two = RedisConversations(redis_server.url, ttl_s=60)  # another replica
+    rank = {"small": 0, "large": 1}.__getitem__
+    try:
+        assert await two.floor("c") is None
+        await one.raise_to("c", "large", rank)
+        await two.raise_to("c", "small", rank)
+        assert await two.floor("c") == "large"
+        assert await one.floor("c") == "large"
+    finally:
+        await one.aclose()
+        await two.aclose()
+    gone = RedisConversations(f"redis://127.0.0.1:{free_port()}/0", ttl_s=60)
+    assert await gone.floor("c") is None  # no Redis: the turn is routed alone, nothing raised
+    await gone.raise_to("c", "large", rank)
+    await gone.aclose()

@@ -16,7 +16,7 @@ def chat(*messages: dict[str, object]) -> ChatRequest:
     return validate(ChatRequest, {"model": "rung", "messages": list(messages)})
 
 
-def test_routing_text_is_the_last_user_message():
+def test_routing_text_is_the_last_user_message_then_what_it_follows():
     request = chat(
         {"role": "system", "content": "sys"},
         {"role": "user", "content": "first"},
@@ -29,7 +29,14 @@ def test_routing_text_is_the_last_user_message():
             ],
         },
     )
-    assert routing_text(request) == "second"
+    assert routing_text(request) == "second\n\nfirst"  # newest first, no image, no replies
+    assert routing_text(chat({"role": "user", "content": "alone"})) == "alone"
+    turns = [{"role": "user", "content": f"turn {i} " + "x" * 900} for i in range(6)]
+    text = routing_text(chat(*turns))
+    assert text.startswith("turn 5 ")
+    assert "turn 3 " in text
+    assert "turn 2 " not in text
+    assert len(text) == 2000  # bounded
     assert prompt_chars(request) == len("sys") + len("first") + len("reply") + len("second")
 
 
