@@ -5,25 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
-from starlette.types import Receive, Scope, Send
 
-from rung.backends import OpenStream, describe
-from rung.cache.assemble import StreamAssembler
+from rung.backends import describe
 from rung.cache.policy import directives, replay
 from rung.config import RungConfig
 from rung.errors import ClientGone, InvalidRequest, PayloadTooLarge, RequestTimeout, RungError
 from rung.router.capabilities import needs_of
 from rung.router.decide import Query
 from rung.router.errors import json_response, status_of
-from rung.router.escalate import ProbedStream
 from rung.router.notes import Notes
 from rung.router.pipeline import Pipeline
 from rung.router.plan import Plan, Served
@@ -31,16 +28,14 @@ from rung.router.runtime import Runtime
 from rung.router.schemas import (
     ChatRequest,
     CompletionRequest,
-    error_body,
     prompt_chars,
     routing_text,
     validate,
 )
+from rung.router.sse import StreamResponse
 from rung.tenants.gate import Outcome
 
 log = logging.getLogger("rung.router")
-OnDone = Callable[[dict[str, Any] | None], Awaitable[None]]
-"""Called once a stream has ended: with the assembled answer, or None if it broke."""
 router = APIRouter()
 SHORT_ANSWER = 256
 """Tokens of answer a request without max_tokens must have room for in a tier's window."""
@@ -234,7 +229,7 @@ async def _handle(
             finally:
                 release()
 
-        return _StreamResponse(stream, headers, done)
+        return StreamResponse(stream, headers, done)
     response = json_response(body, 200, headers)
     reported = body.get("usage")
     outcome = _outcome(config, served, reported if isinstance(reported, dict) else {}, 200, plan)
@@ -311,92 +306,6 @@ def _cached(pipeline: Pipeline, plan: Plan, payload: Any, stream: bool) -> Respo
     chunks = replay(orjson.loads(body), usage)
     events = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
     return Response(events + b"data: [DONE]\n\n", 200, headers, media_type="text/event-stream")
-
-
-class _StreamResponse(StreamingResponse):
-    """SSE response that releases the backend stream even if the client left before the start."""
-
-    def __init__(
-        self,
-        stream: OpenStream | ProbedStream,
-        headers: dict[str, str],
-        done: OnDone | None = None,
-    ) -> None:
-        self.done = done
-        self.finished = False
-        finish = self._finish if done is not None else None
-        super().__init__(_sse(stream, finish), media_type="text/event-stream", headers=headers)
-        self.stream = stream
-
-    async def _finish(self, answer: dict[str, Any] | None) -> None:
-        """Exactly once per stream: settle (and maybe cache) what it produced."""
-        if self.done is not None and not self.finished:
-            self.finished = True
-            await self.done(answer)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Starlette's version runs two anyio tasks per stream; one plain watcher task that
-        # cancels this one on disconnect costs a third as much on the hot path.
-        task = asyncio.current_task()
-        assert task is not None
-        streaming, disconnected = True, False
-
-        async def watch() -> None:
-            nonlocal disconnected
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            disconnected = True
-            if streaming:  # then `task` is suspended inside the try below
-                task.cancel()
-
-        watcher = asyncio.create_task(watch())
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
-            async for chunk in self.body_iterator:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            streaming = False
-        except asyncio.CancelledError:
-            streaming = False
-            if not disconnected:
-                raise
-            task.uncancel()
-        finally:
-            streaming = False
-            watcher.cancel()
-            await self.stream.aclose()
-            await self._finish(None)  # abandoned or broken: the reservation is still settled
-
-
-async def _sse(
-    stream: OpenStream | ProbedStream, done: OnDone | None = None
-) -> AsyncIterator[bytes]:
-    """Re-emit the backend's chunks; a failure after the first byte ends with an error event.
-    With `done`, the chunks are also assembled and the whole answer handed to it at the end."""
-    assembler = StreamAssembler() if done is not None else None
-    try:
-        async for batch in stream:
-            if assembler is not None:
-                for chunk in batch:
-                    assembler.feed(chunk)
-            yield b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in batch)
-    except RungError as exc:
-        _, type_ = status_of(exc)
-        log.warning("stream from %s broke: %s", stream.replica.label, exc.message)
-        body = error_body("the model server failed mid-stream", type_, None, exc.code)
-        yield b"data: " + orjson.dumps(body) + b"\n\n"
-        if done is not None:
-            await done(None)
-        return
-    yield b"data: [DONE]\n\n"
-    if done is not None and assembler is not None:
-        await done(assembler.result())
 
 
 @router.get("/v1/models")

@@ -33,7 +33,7 @@ from rung.errors import (
     NoBackendAvailable,
 )
 from rung.router.capabilities import Needs, capable, fit_max_tokens, why_not
-from rung.router.conversations import Conversations, answer_text, conversation_key
+from rung.router.conversations import Conversations, conversation_key
 from rung.router.decide import Decision, Query, TierChooser, fallback_order
 from rung.router.escalate import (
     ProbedStream,
@@ -45,6 +45,7 @@ from rung.router.escalate import (
     with_logprobs,
 )
 from rung.router.plan import DEFAULT_TENANT, Call, Plan, Served
+from rung.router.steer import Steering
 from rung.tenants.policy import TenantPolicy
 
 T = TypeVar("T")
@@ -75,6 +76,7 @@ class Pipeline:
         self.calibrator = calibrator
         self.conversations = conversations
         """Sticky-upward conversation tiers (None: `routing.conversation: free`)."""
+        self.steering = Steering(config, conversations)
 
     async def plan(
         self,
@@ -190,7 +192,7 @@ class Pipeline:
         vector, decision = await decide()
         conversation = conversation_key(tenant, payload) if sticky and pinned is None else None
         if pinned is None:
-            decision = await self._steer(decision, allowed, skipped, conversation)
+            decision = await self.steering.steer(decision, allowed, skipped, conversation)
         order = (pinned,) if pinned is not None else fallback_order(decision.tier, len(self.pools))
         if allowed is not None:
             order = tuple(t for t in order if t in allowed) or (decision.tier,)
@@ -212,56 +214,13 @@ class Pipeline:
             conversation,
             sticky and pinned is None,
             needs.prompt_tokens if needs is not None else 0,
-            self._models(policy),
+            self.steering.models(policy),
         )
-
-    async def _steer(
-        self,
-        decision: Decision,
-        allowed: tuple[int, ...] | None,
-        skipped: list[str],
-        conversation: str | None,
-    ) -> Decision:
-        """The routed decision, raised to the conversation's tier (sticky upward) and annotated
-        with the tiers a capability ruled out."""
-        reason = decision.reason
-        tier = decision.tier
-        if skipped:
-            reason += "; skipped " + ", ".join(skipped)
-        if conversation is not None and self.conversations is not None:
-            name = await self.conversations.floor(conversation)
-            floor = self.config.tier_index(name) if name is not None else None
-            if floor is not None and floor > tier and (allowed is None or floor in allowed):
-                tier = floor
-                reason += f"; sticky {name} (this conversation was served there)"
-        return Decision(tier, reason, decision.embedding)
-
-    def _models(self, policy: TenantPolicy | None) -> dict[int, str]:
-        """Per tier, the model name to send when this tenant uses one of its LoRA adapters."""
-        if policy is None:
-            return {}
-        return {
-            tier: self.config.tiers[tier].adapters[name].model for tier, name in policy.adapters
-        }
 
     async def remember_conversation(
         self, plan: Plan, served: Served, payload: Json, body: Json | None
     ) -> None:
-        """After the answer: the conversation's tier is at least the one that answered. A first
-        turn's conversation is keyed by the answer it just got."""
-        if not plan.sticky or self.conversations is None or served.tier < 0:
-            return
-        key = plan.conversation or conversation_key(
-            plan.tenant, payload, answer_text(body) if body is not None else None
-        )
-        if key is None:
-            return
-        names = [t.name for t in self.config.tiers]
-
-        def rank(name: str) -> int:
-            return names.index(name) if name in names else -1
-
-        await self.conversations.raise_to(key, names[served.tier], rank)
+        await self.steering.remember(plan, served, payload, body)
 
     def _threshold(self, policy: TenantPolicy | None) -> float | None:
         escalation = self.config.escalation
