@@ -13,6 +13,7 @@ from rung.config.models import (
     RoutingConfig,
     RungConfig,
     ServerSettings,
+    ShadowConfig,
     TierConfig,
     TracingConfig,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "RoutingConfig",
     "RungConfig",
     "ServerSettings",
+    "ShadowConfig",
     "TenantConfig",
     "TierConfig",
     "TracingConfig",

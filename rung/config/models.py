@@ -268,6 +268,24 @@ class TracingConfig(_Frozen):
     always traced (parent-based)."""
 
 
+class ShadowConfig(_Frozen):
+    """Shadow checks (docs/shadow.md): a sampled share of routed answers the reference tier did
+    not give are also asked of it, off the client's path, and judged for agreement."""
+
+    rate: float = Field(default=0.0, ge=0, le=1)
+    """Share of eligible answers checked; 0: off."""
+    tier: str | None = None
+    """The reference tier (default: the top tier)."""
+    max_concurrency: int = Field(default=2, ge=1, le=256)
+    """Checks in flight at once; an answer that finds no free slot is not checked."""
+    max_calls_per_day: int = Field(default=10_000, ge=0)
+    """Reference calls per UTC day at most (they are charged to no tenant)."""
+    record: str | None = None
+    """Append each check as an outcome line (`rung label`'s format) to this JSONL file."""
+    record_text: bool = False
+    """Include the prompt and both answers in those lines (off: scores only)."""
+
+
 class RungConfig(_Frozen):
     server: ServerSettings = ServerSettings()
     health: HealthSettings = HealthSettings()
@@ -275,6 +293,7 @@ class RungConfig(_Frozen):
     cache: CacheConfig = CacheConfig()
     escalation: EscalationConfig = EscalationConfig()
     tracing: TracingConfig = TracingConfig()
+    shadow: ShadowConfig = ShadowConfig()
     tiers: list[TierConfig] = Field(min_length=1)
     """Ordered smallest (cheapest) first."""
     auth: AuthConfig = AuthConfig()
@@ -297,6 +316,8 @@ class RungConfig(_Frozen):
                     )
                 seen[alias] = tier.name
         self._check_tenants()
+        if self.shadow.tier is not None and self.shadow.tier not in {t.name for t in self.tiers}:
+            raise ValueError(f"shadow.tier: no tier named {self.shadow.tier!r}")
         for key in ("min_tier_for_tools", "min_tier_for_json"):
             name = getattr(self.routing, key)
             if name is not None and name not in {t.name for t in self.tiers}:

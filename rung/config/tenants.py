@@ -47,6 +47,8 @@ class Policy(Frozen):
     """Share of a budget from which `downshift` starts (default 0.8)."""
     adapters: dict[str, str] | None = None
     """Tier name -> the LoRA adapter (of that tier's `adapters`) this tenant's requests use."""
+    shadow: bool | None = None
+    """false: this tenant's prompts are never sampled by shadow checks."""
 
     @model_validator(mode="after")
     def _one_rule(self) -> Policy:

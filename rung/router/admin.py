@@ -105,6 +105,9 @@ async def usage_summary(request: Request) -> Response:
         budget = await budget_view(gate, tenant, day, month)
         if budget is not None:
             body["budget"] = budget
+        shadow = request.app.state.runtime.pipeline.shadow
+        if shadow is not None:
+            body["shadow"] = shadow.estimate(tenant)  # this worker's checks
     except CounterError as exc:
         raise ServiceUnavailable(f"the usage store is unavailable: {exc}") from None
     return json_response(body, 200)

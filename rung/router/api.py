@@ -224,6 +224,7 @@ async def _handle(
                 notes.record = await gate.settle(ticket, outcome)
                 if answer is not None:
                     await pipeline.remember_conversation(plan, served, payload, answer)
+                    pipeline.shadow_check(path, plan, served, payload, answer, ticket.base)
                 if answer is not None and plan.key is not None:
                     await pipeline.remember(plan, payload, answer, served)
             finally:
@@ -238,6 +239,7 @@ async def _handle(
         try:
             notes.record = await gate.settle(ticket, outcome)
             await pipeline.remember_conversation(plan, served, payload, body)
+            pipeline.shadow_check(path, plan, served, payload, body, ticket.base)
             if plan.key is not None:
                 await pipeline.remember(plan, payload, body, served)
         finally:

@@ -199,6 +199,7 @@ class _Health(Collector):
                 available.add_metric([name], float(bool(health["available"])))
                 errors.add_metric([name], float(health["errors"]))
         yield from (available, errors)
+        yield from _shadow_gauges(state.get("shadow") or {})
         cache = state.get("cache")
         if cache:
             entries = GaugeMetricFamily(
@@ -206,3 +207,41 @@ class _Health(Collector):
             )
             entries.add_metric([], float(cache["indexed"]))
             yield entries
+
+
+def _shadow_gauges(shadow: dict[str, Any]) -> Iterator[Metric]:
+    """What shadow checks estimate routing keeps, per tenant (this worker's samples)."""
+    keeps = GaugeMetricFamily(
+        "rung_shadow_keeps",
+        "Estimated share of the reference tier's answers kept",
+        labels=["tenant"],
+    )
+    lower = GaugeMetricFamily(
+        "rung_shadow_keeps_lower", "Lower 95% bound of rung_shadow_keeps", labels=["tenant"]
+    )
+    goal = GaugeMetricFamily(
+        "rung_shadow_goal_keep",
+        "The tenant's routing goal (keep); alert when lower < goal",
+        labels=["tenant"],
+    )
+    sampled = GaugeMetricFamily(
+        "rung_shadow_sampled",
+        "Answers checked against the reference tier",
+        labels=["tenant", "tier"],
+    )
+    agreement = GaugeMetricFamily(
+        "rung_shadow_agreement",
+        "Share of checked answers that agree with the reference",
+        labels=["tenant", "tier"],
+    )
+    for tenant, view in shadow.items():
+        if view.get("keeps") is not None:
+            keeps.add_metric([tenant], float(view["keeps"]))
+            lower.add_metric([tenant], float(view["keeps_ci95"][0]))
+        if view.get("goal_keep") is not None:
+            goal.add_metric([tenant], float(view["goal_keep"]))
+        for tier, t in view.get("tiers", {}).items():
+            sampled.add_metric([tenant, tier], float(t["sampled"]))
+            if t["agreement"] is not None:
+                agreement.add_metric([tenant, tier], float(t["agreement"]))
+    yield from (keeps, lower, goal, sampled, agreement)

@@ -19,11 +19,24 @@ monitor = APIRouter()
 def health_state(runtime: Runtime) -> dict[str, Any]:
     """What the backend and store gauges read at scrape time."""
     pipeline = runtime.pipeline
-    return {
+    state: dict[str, Any] = {
         "tiers": describe(pipeline.pools),
         "cache": pipeline.cache.health() if pipeline.cache is not None else None,
         "limits": runtime.gate.health(),
     }
+    shadow = pipeline.shadow
+    if shadow is not None:
+        policies = runtime.gate.policies
+        state["shadow"] = {
+            tenant: {
+                **shadow.estimate(tenant),
+                "goal_keep": getattr(policies[tenant].goal, "keep", None)
+                if tenant in policies
+                else None,
+            }
+            for tenant in shadow.tallies
+        }
+    return state
 
 
 @monitor.get("/metrics")

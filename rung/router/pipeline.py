@@ -33,7 +33,7 @@ from rung.errors import (
     NoBackendAvailable,
 )
 from rung.router.capabilities import Needs, capable, fit_max_tokens, why_not
-from rung.router.conversations import Conversations, conversation_key
+from rung.router.conversations import Conversations, answer_text, conversation_key
 from rung.router.decide import Decision, Query, TierChooser, fallback_order
 from rung.router.escalate import (
     ProbedStream,
@@ -45,6 +45,7 @@ from rung.router.escalate import (
     with_logprobs,
 )
 from rung.router.plan import DEFAULT_TENANT, Call, Plan, Served
+from rung.router.shadow import Shadow
 from rung.router.steer import Steering
 from rung.tenants.policy import TenantPolicy
 
@@ -77,6 +78,8 @@ class Pipeline:
         self.conversations = conversations
         """Sticky-upward conversation tiers (None: `routing.conversation: free`)."""
         self.steering = Steering(config, conversations)
+        self.shadow: Shadow | None = None
+        """Shadow checks of routed answers (None: `shadow.rate: 0`)."""
 
     async def plan(
         self,
@@ -215,12 +218,30 @@ class Pipeline:
             sticky and pinned is None,
             needs.prompt_tokens if needs is not None else 0,
             self.steering.models(policy),
+            routed=pinned is None,
         )
 
     async def remember_conversation(
         self, plan: Plan, served: Served, payload: Json, body: Json | None
     ) -> None:
         await self.steering.remember(plan, served, payload, body)
+
+    def shadow_check(
+        self, path: str, plan: Plan, served: Served, payload: Json, body: Json | None, policy: Any
+    ) -> None:
+        """After a routed chat answer went out: count it, and maybe check it in the
+        background against the reference tier."""
+        if self.shadow is None or path != "/chat/completions" or not plan.routed:
+            return
+        if served.tier < 0 or body is None:
+            return
+        self.shadow.observe(
+            plan.tenant,
+            self.config.tiers[served.tier].name,
+            bool(getattr(policy, "shadow", True)),
+            payload,
+            answer_text(body),
+        )
 
     def _threshold(self, policy: TenantPolicy | None) -> float | None:
         escalation = self.config.escalation

@@ -44,6 +44,8 @@ class Plan:
     prompt_tokens: int = 0
     """The prompt's estimated tokens (each tier's max_tokens is fitted to its window)."""
     models: dict[int, str] = field(default_factory=dict)
+    routed: bool = False
+    """The router chose the tier (not pinned by the client, not a cache hit)."""
     """Per tier index, the model name to send instead of the tier's (a tenant's LoRA adapter)."""
 
 

@@ -36,6 +36,7 @@ from rung.router.checks import cache_embedder, check_routing, embedder_specs
 from rung.router.conversations import Conversations, MemoryConversations, RedisConversations
 from rung.router.decide import ClassifierChooser, LengthChooser, TierChooser
 from rung.router.pipeline import Pipeline
+from rung.router.shadow import Shadow
 from rung.tenants.gate import Gate
 from rung.tenants.policy import routing_rule
 from rung.tenants.stores import build_stores
@@ -170,6 +171,20 @@ def _conversation_settings(config: RungConfig) -> tuple[object, ...]:
             limits.redis_url)  # fmt: skip
 
 
+def build_shadow(config: RungConfig, pools: list[TierPool], old: Shadow | None) -> Shadow | None:
+    """Shadow checks against the reference tier; the tallies carry over a reload that keeps
+    the same shadow settings and tiers."""
+    settings = config.shadow
+    if settings.rate <= 0:
+        return None
+    names = [t.name for t in config.tiers]
+    reference = settings.tier or names[-1]
+    shadow = Shadow(settings, pools[names.index(reference)], reference)
+    if old is not None and old.config == settings and old.top_name == reference:
+        shadow.tallies, shadow.skipped = old.tallies, old.skipped
+    return shadow
+
+
 def build_conversations(config: RungConfig) -> Conversations | None:
     """Where conversations' tiers are kept: beside the limits (memory, or the shared Redis)."""
     routing = config.routing
@@ -251,6 +266,7 @@ class Runtime:
         pipeline = Pipeline(
             config, pools, routing.chooser, cache, embed, calibrator, cache_embed, conversations
         )
+        pipeline.shadow = build_shadow(config, pools, old.pipeline.shadow if old else None)
         owned = set(fresh)
         if old is not None:  # what is taken over is closed by whoever holds it last
             owned |= reused & old._owned
@@ -294,6 +310,8 @@ class Runtime:
         conversations = self.pipeline.conversations
         if "conversations" in self._owned and conversations is not None:
             await conversations.aclose()
+        if self.pipeline.shadow is not None:
+            await self.pipeline.shadow.aclose()
         if "embedder" in self._owned:
             for opened in self.routing.embedders.values():
                 opened.batcher.close()

@@ -35,6 +35,8 @@ class TenantPolicy:
     downshift_from: float
     eased: float = 0.0
     """How far budget downshift has relaxed the goal (0: not at all, 1: the cheapest)."""
+    shadow: bool = True
+    """Shadow checks may sample this tenant's prompts."""
     adapters: tuple[tuple[int, str], ...] = ()
     """(tier index, adapter name): the LoRA adapter this tenant uses on that tier."""
 
@@ -86,6 +88,7 @@ def resolve(config: RungConfig, tenant: str, policy: Policy) -> TenantPolicy:
         tokens_per_minute=merged.tokens_per_minute,
         on_budget=merged.on_budget or "downshift",
         downshift_from=merged.downshift_from or DEFAULT_DOWNSHIFT_FROM,
+        shadow=merged.shadow is not False,
         adapters=tuple((names.index(t), a) for t, a in sorted((merged.adapters or {}).items())),
     )
 

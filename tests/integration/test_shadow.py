@@ -1,0 +1,101 @@
+"""Shadow checks through the gateway: sampled routed answers are checked against the reference
+tier in the background, the estimate reaches /admin/usage and /metrics, opted-out tenants and
+pinned requests are never sampled, and nothing is written without `shadow.record`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from rung.backends.fake_server import Behavior
+from rung.tenants.keys import hash_key
+from tests.integration.harness import client, make_config, tier, wait_until
+from tests.integration.test_metrics import scrape, value
+
+pytestmark = pytest.mark.integration
+ACME, SHY, ADMIN = "acme-key-0123456789ab", "shy-key-0123456789abc", "admin-key-0123456789"
+
+
+def setup(fake: Any, gateway: Any, tmp_path: Path, **shadow: Any) -> tuple[Any, Any, Any]:
+    small, large = fake("small"), fake("large")
+    small.behavior = Behavior(reply="The answer is 4.")
+    large.behavior = Behavior(reply="4")
+    gw = gateway(
+        make_config(
+            [tier("small", small), tier("large", large)],
+            server={"admin_key": ADMIN},
+            shadow={"rate": 1.0, "record": str(tmp_path / "shadow.jsonl"), **shadow},
+            tenants=[
+                {"name": "acme", "keys": [hash_key(ACME)], "policy": {"goal": {"keep": 0.9}}},
+                {"name": "shy", "keys": [hash_key(SHY)], "policy": {"shadow": False}},
+            ],
+        )
+    )
+    return small, large, gw
+
+
+def usage(gw: Any, tenant: str) -> Any:
+    headers = {"authorization": f"Bearer {ADMIN}"}
+    return httpx.get(
+        f"{gw.url}/admin/usage", params={"tenant": tenant}, headers=headers, timeout=5
+    ).json()
+
+
+def ask(gw: Any, key: str, text: str, model: str = "rung") -> None:
+    sdk = client(gw, api_key=key)
+    sdk.chat.completions.create(model=model, messages=[{"role": "user", "content": text}])
+
+
+def test_checks_agreement_and_privacy(fake: Any, gateway: Any, tmp_path: Path) -> None:
+    small, large, gw = setup(fake, gateway, tmp_path)
+    for i in range(6):
+        ask(gw, ACME, f"What is 2+2? ({i})")
+    wait_until(lambda: usage(gw, "acme")["shadow"]["tiers"]["small"]["sampled"] == 6,
+               what="six checks")  # fmt: skip
+    small.behavior = Behavior(reply="The answer is 5.")  # now wrong
+    for i in range(4):
+        ask(gw, ACME, f"What is 2+2? again ({i})")
+    wait_until(lambda: usage(gw, "acme")["shadow"]["tiers"]["small"]["sampled"] == 10,
+               what="ten checks")  # fmt: skip
+    estimate = usage(gw, "acme")["shadow"]
+    small_view = estimate["tiers"]["small"]
+    assert small_view["agreement"] == 0.6
+    low, high = small_view["ci95"]
+    assert 0.3 < low < 0.6 < high < 0.9
+    assert estimate["keeps"] == 0.6  # every routed answer came from small
+    assert large.stats.requests == 10  # the reference calls, and nothing else
+
+    ask(gw, SHY, "What is 2+2?")  # opted out: served, never sampled
+    ask(gw, ACME, "What is 3+3?", model="small")  # pinned: not a routing decision
+    wait_until(lambda: usage(gw, "shy")["today"]["requests"] == 1, what="shy served")
+    assert large.stats.requests == 10
+    shy = usage(gw, "shy")["shadow"]
+    assert shy["tiers"]["small"]["sampled"] == 0
+    assert shy["keeps"] is None  # nothing checked: no estimate
+
+    m = scrape(gw.url, ADMIN)
+    assert value(m, "rung_shadow_keeps", tenant="acme") == 0.6
+    assert value(m, "rung_shadow_goal_keep", tenant="acme") == 0.9
+    assert value(m, "rung_shadow_keeps_lower", tenant="acme") < 0.9  # the alert would fire
+    lines = [orjson.loads(x) for x in (tmp_path / "shadow.jsonl").read_bytes().splitlines()]
+    assert len(lines) == 10
+    assert sum(line["results"]["small"]["score"] for line in lines) == 6
+    assert all("prompt" not in line and "answer" not in line for line in lines)  # scores only
+    assert b"2+2" not in (tmp_path / "shadow.jsonl").read_bytes()
+
+
+def test_record_text_keeps_prompts_only_when_asked(fake: Any, gateway: Any, tmp_path: Path) -> None:
+    _, large, gw = setup(fake, gateway, tmp_path, record_text=True, max_calls_per_day=2)
+    for i in range(4):
+        ask(gw, ACME, f"What is 2+2? ({i})")
+    wait_until(lambda: usage(gw, "acme")["shadow"]["skipped"].get("daily_limit") == 2,
+               what="the daily limit")  # fmt: skip
+    lines = [orjson.loads(x) for x in (tmp_path / "shadow.jsonl").read_bytes().splitlines()]
+    assert len(lines) == 2
+    assert lines[0]["prompt"].startswith("What is 2+2?")
+    assert lines[0]["reference"] == "4"
+    assert large.stats.requests == 2
