@@ -28,6 +28,7 @@ from rung.backends import TierPool
 from rung.classifiers.grading import extract_choice, extract_number, normalise
 from rung.config import ShadowConfig
 from rung.errors import BackendError, BackendRejected
+from rung.router.conversations import answer_text
 from rung.tenants.periods import periods
 
 log = logging.getLogger("rung.router")
@@ -120,7 +121,7 @@ class Shadow:
                 self.skipped["top_tier_failed"] += 1
                 log.debug("shadow check failed: %s", exc)
                 return
-            reference = _text(reply)
+            reference = answer_text(reply)
             if reference is None:
                 self.skipped["no_reference"] += 1
                 return
@@ -191,15 +192,6 @@ class Shadow:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _text(body: dict[str, Any]) -> str | None:
-    choices = body.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return None
-    message = choices[0].get("message")
-    content = message.get("content") if isinstance(message, dict) else None
-    return content if isinstance(content, str) else None
 
 
 def _prompt(payload: dict[str, Any]) -> str:
