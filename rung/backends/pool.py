@@ -95,6 +95,14 @@ class TierPool:
         now = self.clock()
         return any(r.breaker.allows(now) for r in self.replicas)
 
+    def load(self) -> float:
+        """Share of the capacity in rotation that is in use (1.0: none left, or none in
+        rotation)."""
+        now = self.clock()
+        live = [r for r in self.replicas if r.breaker.allows(now)]
+        capacity = sum(r.client.config.max_concurrency for r in live)
+        return min(1.0, sum(r.outstanding for r in live) / capacity) if capacity else 1.0
+
     def ready(self) -> bool:
         now = self.clock()
         return any(r.reachable and r.breaker.allows(now) for r in self.replicas)

@@ -49,6 +49,34 @@ def choose_tier(
     return best, "best-value"
 
 
+def prefer_spare(
+    probabilities: Sequence[float],
+    prices: Sequence[float],
+    lam: float,
+    chosen: int,
+    allowed: Sequence[int],
+    load: Sequence[float],
+    margin: float = 0.02,
+    busy: float = 0.75,
+) -> int:
+    """Latency-aware tie-break: when the chosen tier is busy (at least `busy` of its capacity in
+    use), the allowed tier with the most spare capacity among those *as likely to succeed* and
+    within `margin` of the chosen one's utility. Never a tier less likely to succeed, so the
+    quality goal is not paid for; `load[i]` is tier i's share of capacity in use."""
+    if load[chosen] < busy:
+        return chosen
+    costs = relative_costs(prices, allowed)
+    best = probabilities[chosen] - lam * costs[chosen]
+    peers = [
+        i
+        for i in allowed
+        if probabilities[i] >= probabilities[chosen]
+        and probabilities[i] - lam * costs[i] >= best - margin
+        and load[i] < load[chosen]
+    ]
+    return min(peers, key=lambda i: (load[i], prices[i])) if peers else chosen
+
+
 def choose_tiers(probabilities: Array, prices: Array, lam: float) -> npt.NDArray[np.int64]:
     """`choose_tier` for many prompts at once (all tiers allowed): [prompts, tiers] -> [prompts]."""
     order = np.argsort(prices, kind="stable")

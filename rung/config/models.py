@@ -183,6 +183,9 @@ class RoutingConfig(_Frozen):
     conversation_max: int = Field(default=100_000, ge=1)
     """Conversations remembered in memory (least recently used go first); with
     `limits.store: redis` they live in Redis, shared by every replica, for the TTL."""
+    load_aware: bool = True
+    """When the chosen tier is busy (75% of its capacity in flight), prefer an allowed tier that
+    is at least as likely to succeed, within 0.02 of its utility, with more spare capacity."""
     min_tier_for_tools: str | None = None
     """The lowest tier a tool-call request may go to (by name)."""
     min_tier_for_json: str | None = None

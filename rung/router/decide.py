@@ -9,14 +9,14 @@ prices this config serves. `LengthChooser` is a plain rule on prompt length. Bot
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from rung.classifiers.batcher import MicroBatcher
-from rung.classifiers.decision import choose_tier, choose_tier_by_threshold
+from rung.classifiers.decision import choose_tier, choose_tier_by_threshold, prefer_spare
 from rung.classifiers.goal import Point, at_lambda, curve, describe, eased, meet
 from rung.classifiers.model import DifficultyModel
 from rung.config import DEFAULT_GOAL, GoalConfig, TierConfig
@@ -141,6 +141,9 @@ class ClassifierChooser:
         self.goal = goal
         self.target = target
         self._lambdas: dict[tuple[GoalConfig, tuple[int, ...]], float] = {}
+        self.load: Callable[[int], float] | None = None
+        """Config tier index -> share of its capacity in use (set by the runtime; None: the
+        choice ignores load)."""
         self._curves: dict[tuple[int, ...], list[Point]] = {}
         shown = describe(goal or DEFAULT_GOAL)
         rule = f"target={target:g}" if target is not None else f"goal={shown}"
@@ -209,6 +212,13 @@ class ClassifierChooser:
             lam = self.lam_for(goal, allowed, query.eased)
             k, why = choose_tier(list(probabilities), self.prices, lam, allowed)
             rule = f"goal={describe(goal)} lambda={lam:.3g}"
+            if self.load is not None:
+                load = [1.0 if i is None else self.load(i) for i in self.index]
+                spare = prefer_spare(list(probabilities), self.prices, lam, k, allowed, load)
+                if spare != k:
+                    why += (f"; {self.model.tier_names[k]} busy ({load[k]:.0%}), as good and "
+                            f"spare: {self.model.tier_names[spare]}")  # fmt: skip
+                    k = spare
         chosen = self.index[k]
         assert chosen is not None
         return Decision(chosen, f"classifier {shown} {rule} {why}", vector)

@@ -267,6 +267,8 @@ class Runtime:
             config, pools, routing.chooser, cache, embed, calibrator, cache_embed, conversations
         )
         pipeline.shadow = build_shadow(config, pools, old.pipeline.shadow if old else None)
+        if isinstance(routing.chooser, ClassifierChooser) and config.routing.load_aware:
+            routing.chooser.load = lambda tier: pools[tier].load()
         owned = set(fresh)
         if old is not None:  # what is taken over is closed by whoever holds it last
             owned |= reused & old._owned

@@ -86,3 +86,27 @@ def test_vectorised_matches_scalar():
     for target in (0.0, 0.3, 0.7, 0.95, 1.0):
         expected = [choose_tier_by_threshold(list(p), PRICES, target)[0] for p in probs]
         assert choose_tiers_by_threshold(probs, prices, target).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "load", "want"),
+    [
+        # medium chosen; large as likely, within the margin, idle -> large takes it
+        ([0.5, 0.9, 0.9], [0.0, 0.9, 0.1], 2),
+        # medium not busy: stays
+        ([0.5, 0.9, 0.9], [0.0, 0.5, 0.1], 1),
+        # large idle but less likely to succeed: never at the cost of quality
+        ([0.5, 0.9, 0.89], [0.0, 0.9, 0.1], 1),
+        # small idle but much less likely: stays on medium
+        ([0.2, 0.9, 0.9], [0.0, 0.9, 0.95], 1),
+    ],
+)
+def test_a_busy_tier_gives_way_only_to_one_as_good(
+    probabilities: list[float], load: list[float], want: int
+) -> None:
+    from rung.classifiers.decision import prefer_spare
+
+    prices = [0.1, 0.2, 0.21]
+    chosen, _ = choose_tier(probabilities, prices, 0.05, [0, 1, 2])
+    assert chosen == 1
+    assert prefer_spare(probabilities, prices, 0.05, chosen, [0, 1, 2], load) == want
