@@ -13,15 +13,20 @@ from typing import Any
 
 from rung.backends.breaker import Breaker
 from rung.backends.client import Json, OpenAIClient
-from rung.config import HealthSettings, TierConfig
+from rung.backends.litellm_client import LiteLLMClient
+from rung.config import BackendConfig, HealthSettings, TierConfig
 from rung.errors import BackendError, BackendRejected, NoBackendAvailable
 
 log = logging.getLogger("rung.backends")
 
 
+def make_client(backend: BackendConfig) -> OpenAIClient | LiteLLMClient:
+    return LiteLLMClient(backend) if backend.type == "litellm" else OpenAIClient(backend)
+
+
 @dataclass
 class Replica:
-    client: OpenAIClient
+    client: OpenAIClient | LiteLLMClient
     breaker: Breaker
     slots: asyncio.Semaphore
     outstanding: int = 0
@@ -75,7 +80,7 @@ class TierPool:
         self._turn = 0
         self.replicas = [
             Replica(
-                client=OpenAIClient(backend),
+                client=make_client(backend),
                 breaker=Breaker(health.failure_threshold, health.cooldown_s),
                 slots=asyncio.Semaphore(backend.max_concurrency),
                 label=f"{tier.name}[{i}]",

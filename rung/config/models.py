@@ -65,7 +65,13 @@ class HealthSettings(_Frozen):
 
 class BackendConfig(_Frozen):
     url: str
-    """Base URL of an OpenAI-compatible server, including the version prefix (…/v1)."""
+    """Base URL of an OpenAI-compatible server, including the version prefix (…/v1); for a
+    `litellm` backend, the provider's API base (e.g. https://api.anthropic.com)."""
+    type: Literal["openai", "litellm"] = "openai"
+    """`openai`: an OpenAI-compatible server (vLLM, llama.cpp, ...), called directly;
+    `litellm`: any provider litellm speaks to (the `litellm` extra), named by `litellm_model`."""
+    litellm_model: str | None = None
+    """litellm's model string for a `litellm` backend, e.g. `anthropic/claude-3-5-haiku-latest`."""
     api_key: SecretStr | None = None
     max_concurrency: int = Field(default=64, ge=1, le=10_000)
     connect_timeout_s: PositiveSeconds = 2.0
@@ -76,6 +82,12 @@ class BackendConfig(_Frozen):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _litellm_needs_a_model(self) -> BackendConfig:
+        if self.type == "litellm" and not self.litellm_model:
+            raise ValueError("a `type: litellm` backend needs `litellm_model`")
+        return self
 
     @field_validator("url")
     @classmethod
