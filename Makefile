@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "==> installing rung and its dependencies into $(VENV) (first time ~2-4 min)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e ".[dev]"  # setuptools' notices are noise here
 	touch $@
 
 ## llama.cpp's OpenAI-compatible server (built once from source, wheel cached).
