@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from rung.commands import cache as cache_commands
 from rung.commands import classifiers, serving, tenants
 from rung.commands import models as model_commands
+from rung.commands import promote as promote_commands
 from rung.errors import ConfigError, RungError
 
 
@@ -90,6 +91,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--repeats", type=int, default=3, help="CV repeats (default 3)")
     evaluate.add_argument("--out", required=True, help="directory for metrics.json, curve.png")
     evaluate.set_defaults(run=classifiers.run_eval)
+
+    promote = sub.add_parser(
+        "promote", help="replace the serving classifier by a candidate only if it is better"
+    )
+    promote.add_argument(
+        "--serving", required=True, help="the classifier directory the config serves"
+    )
+    promote.add_argument("--candidate", help="the classifier directory to judge (`rung train`)")
+    promote.add_argument("--data", nargs="+", help="recent outcome files (JSONL) to judge on")
+    promote.add_argument("--ladder", help="ladder file (YAML): tiers -> models")
+    promote.add_argument("--goal", default="keep:0.95", help="the goal compared at (keep:0.95)")
+    promote.add_argument("--apply", action="store_true", help="swap it in when it is better")
+    promote.add_argument("--rollback", action="store_true", help="restore the one replaced last")
+    promote.add_argument("--log", help="append every decision with its figures here (JSONL)")
+    promote.add_argument(
+        "--reload", help="gateway URL to POST /admin/reload to (key: $RUNG_ADMIN_KEY)"
+    )
+    promote.add_argument("--embedder", default="static-minilm-l6", help="the classifiers' embedder")
+    promote.add_argument("--models-dir", default=models_dir, help=f"default: {models_dir}")
+    promote.add_argument("--threads", type=int, default=2, help="embedder threads")
+    promote.set_defaults(run=promote_commands.run_promote)
 
     lab = sub.add_parser("label", help="answer prompts with one model, grade, append outcomes")
     lab.add_argument(

@@ -231,6 +231,16 @@ def _dedupe_rows(data: LadderData) -> npt.NDArray[np.int64]:
     return np.array(rows, dtype=np.int64)
 
 
+def unseen_rows(data: LadderData, models: list[DifficultyModel]) -> npt.NDArray[np.int64]:
+    """Deduplicated rows whose prompt none of `models` was trained on."""
+    rows = _dedupe_rows(data)
+    digests = text_digests([data.outcomes[i].prompt for i in rows])
+    seen = np.zeros(len(rows), dtype=bool)
+    for model in models:
+        seen |= np.isin(digests, model.trained_texts)
+    return rows[~seen]
+
+
 def cross_validate(
     data: LadderData,
     embeddings: Matrix,
