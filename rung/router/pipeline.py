@@ -162,8 +162,15 @@ class Pipeline:
                 routed = vector if vector is not None else decision.embedding
                 found = None
                 if key is not None and self.cache_embed is not None:
-                    shared = self.cache_embed == self.embed and routed is not None
-                    found = routed if shared else await self.cache_embed(query.text)
+                    # The cache matches its key's text (the last user message); the routing
+                    # text of a conversation also carries earlier turns, so the routing vector
+                    # is shared only when both embedded the same text.
+                    shared = (
+                        self.cache_embed == self.embed
+                        and routed is not None
+                        and query.text == key.text
+                    )
+                    found = routed if shared else await self.cache_embed(key.text)
                 memo.append((found, decision))
                 timings["decide"] = (started, time.perf_counter())
             return memo[0]

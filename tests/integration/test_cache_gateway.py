@@ -238,3 +238,24 @@ def openai_client(gw: Gateway, key: str) -> Any:
     import openai
 
     return openai.OpenAI(base_url=gw.url + "/v1", api_key=key, max_retries=0)
+
+
+def test_a_conversation_is_cached_on_its_last_message_not_on_the_routing_text(fake, gateway):
+    """The routing text of a later turn carries earlier turns too; the cache must embed what
+    it matches (the last user message), or cosines compare texts its verifier never sees."""
+    gw = gateway(config(fake("small"), fake("large")))
+    pipeline = gw.app.state.runtime.pipeline
+    real, seen = pipeline.cache_embed, []
+
+    async def recording(text):  # the real embedder, with the texts it was given noted
+        seen.append(text)
+        return await real(text)
+
+    pipeline.cache_embed = recording
+    messages = [
+        {"role": "user", "content": "Tell me about France."},
+        {"role": "assistant", "content": "It is a country in Europe."},
+        {"role": "user", "content": FRANCE},
+    ]
+    client(gw).chat.completions.create(model="rung", messages=messages, temperature=0)
+    assert seen == [FRANCE]
