@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from overhead import load  # type: ignore[import-not-found]
+from overhead import load, stop  # type: ignore[import-not-found]
 from tqdm import tqdm
 
 from rung.cache.keys import cache_key
@@ -160,10 +159,7 @@ def gateway_hits(requests: int) -> dict[str, Any]:
             direct = f"http://127.0.0.1:{backend_port}/v1/chat/completions"
             return asyncio.run(_hits(direct, via, requests))
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                proc.wait(timeout=20)
+            stop(procs)
 
 
 async def _hits(direct: str, via: str, requests: int) -> dict[str, Any]:

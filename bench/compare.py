@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import load
+from overhead import load, stop
 
 from rung.ports import free_port, wait_for_port
 
@@ -220,13 +219,7 @@ def main() -> None:
                 wait_for_port(int(url.split(":")[2].split("/")[0]), timeout_s=120)
             results = asyncio.run(measure(direct, urls, procs, args.requests, args.rounds))
         finally:
-            for proc in procs.values():
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs.values():
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(procs.values())
     report = {
         "benchmark": "compare",
         "machine": {"cpus": os.cpu_count()},

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,20 @@ async def load(
         "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
         "rps": n / elapsed,
     }
+
+
+def stop(procs: Iterable[subprocess.Popen[bytes]], timeout_s: float = 20) -> None:
+    """SIGTERM every process still running, then wait for each (SIGKILL after `timeout_s`)."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -222,10 +237,7 @@ def main() -> None:
                 )
             )
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                proc.wait(timeout=20)
+            stop(procs)
     report = {
         "benchmark": "overhead",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

@@ -35,6 +35,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from overhead import stop  # noqa: E402
+
 from rung.ports import free_port, wait_for_port  # noqa: E402
 from tests.redis_server import RedisServer, find_redis_server  # noqa: E402
 
@@ -240,14 +242,7 @@ def main() -> None:
                 finally:
                     redis.stop()
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(procs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any
 
 import aiohttp
 import yaml
+from overhead import stop
 
 from rung.ports import free_port, wait_for_port
 
@@ -116,10 +116,7 @@ def main() -> None:
                 )
             )
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                proc.wait(timeout=20)
+            stop(procs)
     half = [s for s in samples if s["requests"] >= args.requests // 2]
     growth = (half[-1]["rss_mb"] - half[0]["rss_mb"]) / half[0]["rss_mb"] if half else None
     report = {

@@ -191,8 +191,7 @@ def evaluate(
             f"{[t.name for t in ladder.tiers]}"
         )
     rows = _dedupe_rows(data)
-    digests = text_digests([data.outcomes[i].prompt for i in rows])
-    fresh = rows[~np.isin(digests, model.trained_texts)]
+    fresh = unseen_rows(data, [model])
     if len(fresh) == 0:
         raise DataError("every prompt of this data was used to train the classifier")
     part = subset(data, fresh)

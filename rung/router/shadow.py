@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from rung.backends import TierPool
+from rung.cache.fit import wilson
 from rung.classifiers.grading import extract_choice, extract_number, normalise
 from rung.config import ShadowConfig
 from rung.errors import BackendError, BackendRejected
@@ -32,7 +33,6 @@ from rung.router.conversations import answer_text
 from rung.tenants.periods import periods
 
 log = logging.getLogger("rung.router")
-Z = 1.96
 
 
 def agree(served: str, reference: str) -> bool:
@@ -45,15 +45,6 @@ def agree(served: str, reference: str) -> bool:
     if number is not None:
         return extract_number(served) == number
     return normalise(served) == normalise(reference)
-
-
-def wilson(hits: int, n: int) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = hits / n
-    centre = (p + Z * Z / (2 * n)) / (1 + Z * Z / n)
-    half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / (1 + Z * Z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass
