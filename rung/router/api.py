@@ -249,15 +249,8 @@ async def _handle(
     return response
 
 
-def _adapter(config: RungConfig, tier: int, plan: Plan) -> str | None:
-    """The name of the LoRA adapter this request uses on the tier (None: the base model)."""
-    model = plan.models.get(tier)
-    adapters = config.tiers[tier].adapters
-    return next((name for name, a in adapters.items() if a.model == model), None)
-
-
 def _price(config: RungConfig, tier: int, plan: Plan) -> tuple[float, float]:
-    adapter = _adapter(config, tier, plan)
+    adapter = plan.adapters.get(tier)
     price = config.tiers[tier].price
     if adapter is not None:
         price = config.tiers[tier].adapters[adapter].price or price
@@ -270,7 +263,7 @@ def _outcome(
     """What to charge and record: a tenant's adapter is recorded as `<tier>@<adapter>`."""
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     tier = config.tiers[served.tier].name
-    adapter = _adapter(config, served.tier, plan)
+    adapter = plan.adapters.get(served.tier)
     if adapter is not None:
         tier = f"{tier}@{adapter}"
     earlier: list[tuple[tuple[float, float], int | None, int | None]] = []

@@ -80,13 +80,19 @@ def why_not(config: RungConfig, tier: int, needs: Needs) -> str | None:
 
 
 def _below(config: RungConfig, tier: int, minimum: str | None) -> bool:
-    return minimum is not None and tier < [t.name for t in config.tiers].index(minimum)
+    floor = config.tier_index(minimum) if minimum is not None else None
+    return floor is not None and tier < floor
 
 
-def capable(config: RungConfig, needs: Needs) -> tuple[tuple[int, ...], list[str]]:
-    """(the tiers that can serve it, `<tier>: <why not>` for each that cannot)."""
+def capable(
+    config: RungConfig, needs: Needs, among: tuple[int, ...] | None = None
+) -> tuple[tuple[int, ...], list[str]]:
+    """(the tiers that can serve it, `<tier>: <why not>` for each that cannot), looking only at
+    the tiers `among` (default: all)."""
     able, skipped = [], []
     for index, tier in enumerate(config.tiers):
+        if among is not None and index not in among:
+            continue
         reason = why_not(config, index, needs)
         if reason is None:
             able.append(index)

@@ -99,11 +99,9 @@ class Pipeline:
         allowed = policy.allowed if policy is not None else None
         skipped: list[str] = []
         if needs is not None:  # a tier without what the request needs is never used
-            able, skipped = capable(self.config, needs)
-            if allowed is not None:
-                skipped = [s for s in skipped if self.config.tier_index(s.split(":")[0]) in allowed]
-            if len(able) < len(self.pools):
-                allowed = tuple(t for t in (allowed or range(len(self.pools))) if t in able)
+            able, skipped = capable(self.config, needs, allowed)
+            if skipped:
+                allowed = able
         goal = policy.goal if policy is not None else None
         target = policy.quality_target if policy is not None else None
         eased = policy.eased if policy is not None else 0.0
@@ -224,7 +222,7 @@ class Pipeline:
             conversation,
             sticky and pinned is None,
             needs.prompt_tokens if needs is not None else 0,
-            self.steering.models(policy),
+            dict(policy.adapters) if policy is not None else {},
             routed=pinned is None,
         )
 
@@ -234,7 +232,13 @@ class Pipeline:
         await self.steering.remember(plan, served, payload, body)
 
     def shadow_check(
-        self, path: str, plan: Plan, served: Served, payload: Json, body: Json | None, policy: Any
+        self,
+        path: str,
+        plan: Plan,
+        served: Served,
+        payload: Json,
+        body: Json | None,
+        policy: TenantPolicy,
     ) -> None:
         """After a routed chat answer went out: count it, and maybe check it in the
         background against the reference tier."""
@@ -245,7 +249,7 @@ class Pipeline:
         self.shadow.observe(
             plan.tenant,
             self.config.tiers[served.tier].name,
-            bool(getattr(policy, "shadow", True)),
+            policy.shadow,
             payload,
             answer_text(body),
         )
@@ -423,7 +427,8 @@ class Pipeline:
                         served.fallback.append(f"{name}: unavailable")
                         continue
                     served.tried.append(name)
-                    model = plan.models.get(index, pool.tier.model)
+                    adapter = plan.adapters.get(index)
+                    model = pool.tier.adapters[adapter].model if adapter else pool.tier.model
                     fitted = fit_max_tokens(payload, pool.tier.context_window, plan.prompt_tokens)
                     try:
                         result = await call(pool, {**fitted, "model": model})

@@ -43,10 +43,10 @@ class Plan:
     """Remember the answering tier for this conversation."""
     prompt_tokens: int = 0
     """The prompt's estimated tokens (each tier's max_tokens is fitted to its window)."""
-    models: dict[int, str] = field(default_factory=dict)
+    adapters: dict[int, str] = field(default_factory=dict)
+    """Per tier index, the tenant's LoRA adapter (by name), sent instead of the base model."""
     routed: bool = False
     """The router chose the tier (not pinned by the client, not a cache hit)."""
-    """Per tier index, the model name to send instead of the tier's (a tenant's LoRA adapter)."""
 
 
 @dataclass

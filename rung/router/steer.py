@@ -1,6 +1,6 @@
 """What turns a routed decision into the request's plan for this tenant and conversation: the
-conversation's sticky-upward floor, the tiers a capability ruled out (in the reason), the
-tenant's LoRA adapters, and remembering the tier that answered."""
+conversation's sticky-upward floor, the tiers a capability ruled out (in the reason), and
+remembering the tier that answered."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from rung.config import RungConfig
 from rung.router.conversations import Conversations, answer_text, conversation_key
 from rung.router.decide import Decision
 from rung.router.plan import Plan, Served
-from rung.tenants.policy import TenantPolicy
 
 Json = dict[str, Any]
 
@@ -41,14 +40,6 @@ class Steering:
                 reason += f"; sticky {name} (this conversation was served there)"
         return Decision(tier, reason, decision.embedding)
 
-    def models(self, policy: TenantPolicy | None) -> dict[int, str]:
-        """Per tier, the model name to send when this tenant uses one of its LoRA adapters."""
-        if policy is None:
-            return {}
-        return {
-            tier: self.config.tiers[tier].adapters[name].model for tier, name in policy.adapters
-        }
-
     async def remember(self, plan: Plan, served: Served, payload: Json, body: Json | None) -> None:
         """After the answer: the conversation's tier is at least the one that answered. A first
         turn's conversation is keyed by the answer it just got."""
@@ -59,9 +50,9 @@ class Steering:
         )
         if key is None:
             return
-        names = [t.name for t in self.config.tiers]
+        await self.conversations.raise_to(key, self.config.tiers[served.tier].name, self._rank)
 
-        def rank(name: str) -> int:
-            return names.index(name) if name in names else -1
-
-        await self.conversations.raise_to(key, names[served.tier], rank)
+    def _rank(self, name: str) -> int:
+        """A stored tier's place in this config's ladder (-1: a tier no longer served)."""
+        index = self.config.tier_index(name)
+        return -1 if index is None else index
