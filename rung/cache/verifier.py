@@ -241,10 +241,6 @@ class Calibration:
         above = self.cosine >= floor
         return threshold_for(self.scores[above], self.same[above], budget)
 
-    def hit_rate(self, floor: float, threshold: float) -> float:
-        keep = (self.cosine >= floor) & self.same
-        return float((self.scores[keep] >= threshold).mean()) if keep.any() else 0.0
-
 
 @dataclass(frozen=True)
 class Verifier:

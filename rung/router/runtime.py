@@ -142,14 +142,31 @@ def build_verify(config: RungConfig, routing: Routing) -> tuple[Verify | None, C
         return None, cache.model_copy(update={"semantic": False})
     words = routing.embedders[static.NAME].batcher.embedder.embed
     log.info(
-        "cache verifier: threshold %.3f for a wrong-hit budget of %g at floor %g (on its "
-        "calibration pairs it serves %.0f%% of paraphrases)",
+        "cache verifier: threshold %.3f for a wrong-hit budget of %g at floor %g; %s",
         threshold,
         budget,
         floor,
-        100 * verifier.calibration.hit_rate(floor, threshold),
+        held_out_summary(verifier.report, floor, budget),
     )
     return verifying(verifier, threshold, words), cache
+
+
+def held_out_summary(report: dict[str, Any], floor: float, budget: float) -> str:
+    """What the verifier's test split (pairs nothing was fitted or calibrated on) says it serves,
+    when it was measured at these settings."""
+    test = report.get("test", {})
+    paraphrases, near = test.get("all paraphrases"), test.get("all near misses")
+    if (
+        report.get("floor") != floor
+        or report.get("budget") != budget
+        or not paraphrases
+        or not near
+    ):
+        return "no held-out figures for these settings (run `rung cache fit` for them)"
+    return (
+        f"on {paraphrases['pairs'] + near['pairs']:,} held-out test pairs it served "
+        f"{paraphrases['served']:.0%} of paraphrases and {near['served']:.2%} of near misses"
+    )
 
 
 def build_cache(
