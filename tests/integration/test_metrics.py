@@ -144,7 +144,9 @@ def test_two_workers_expose_one_sum(fake: Any, tmp_path: Path) -> None:
             }
         )
     )
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    shared = tmp_path / "metrics"  # serve honours a directory set by the operator
+    shared.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(shared)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "rung", "serve", "--config", str(path), "--workers", "2"],
         env=env,
@@ -157,6 +159,9 @@ def test_two_workers_expose_one_sum(fake: Any, tmp_path: Path) -> None:
         wait_until(lambda: _ready(url), timeout=60, what="both workers ready")
         for i in range(30):  # each on a new connection: the kernel spreads them over workers
             assert post(url, chat(f"question {i}"), None).status_code == 200
+        # Both workers write into the one directory a scrape sums (not each its own registry).
+        writers = {f.stem.split("_")[-1] for f in shared.glob("*.db")}
+        assert len(writers) == 2, sorted(f.name for f in shared.glob("*.db"))
         for _ in range(6):  # whichever worker answers the scrape reports both workers' sums
             m = scrape(url)
             assert value(m, "rung_http_responses_total", status="200") == 30
