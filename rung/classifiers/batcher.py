@@ -39,7 +39,7 @@ class MicroBatcher:
     """
 
     def __init__(
-        self, embedder: Embedder, max_batch: int = 32, max_wait_s: float = 0.002, group: int = 8
+        self, embedder: Embedder, max_batch: int = 32, max_wait_s: float = 0.0, group: int = 8
     ) -> None:
         self.embedder = embedder
         self.group = group

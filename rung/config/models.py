@@ -182,7 +182,7 @@ class RoutingConfig(_Frozen):
     """Legacy rule instead of `goal`: the cheapest tier whose predicted P(success) reaches this
     probability. It says nothing about the quality kept or the cost; prefer `goal`."""
     embed_batch_max: int = Field(default=32, ge=1, le=1024)
-    embed_batch_wait_ms: float = Field(default=2.0, ge=0, le=100)
+    embed_batch_wait_ms: float = Field(default=0.0, ge=0, le=100)
     embed_threads: int = Field(default=2, ge=1, le=64)
     """onnxruntime threads per embedding call (bench/classifier.py: 2 halves latency on 2 cores)."""
     length_thresholds: list[int] = Field(default_factory=lambda: [2000])

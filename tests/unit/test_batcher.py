@@ -115,3 +115,17 @@ async def test_a_collected_batch_runs_in_groups_of_similar_length():
     assert [int(r[0]) for r in rows] == [9, 1, 7, 3, 5, 2, 8, 4]  # each caller its own row
     assert model.sizes == [4, 4]
     assert [int(r[1]) for r in rows] == [3, 0, 1, 2, 0, 1, 2, 3]  # position in its sorted group
+
+
+async def test_by_default_an_idle_worker_runs_at_once_and_what_queues_meanwhile_is_one_round():
+    model = SlowEmbedder(seconds=0.05)
+    batcher = MicroBatcher(model)  # max_wait_s 0: no wait for company at low load
+    try:
+        first = asyncio.create_task(batcher.embed("first"))
+        await asyncio.sleep(0.01)  # the worker is now running "first" alone
+        rest = await asyncio.gather(*(batcher.embed("x" * n) for n in range(1, 9)))
+        await first
+    finally:
+        batcher.close()
+    assert model.sizes == [1, 8]  # the eight that queued during the first call share a round
+    assert [int(r[0]) for r in rest] == list(range(1, 9))
