@@ -12,7 +12,7 @@ RUN pip install . && useradd --create-home --uid 10001 rung
 # static table distilled once): the container starts without downloads and can run with a
 # read-only root filesystem.
 ENV RUNG_MODELS_DIR=/opt/rung/models
-RUN rung models fetch static-minilm-l6 && chmod -R a+rX /opt/rung
+RUN rung models fetch static-minilm-l6 minilm-l6-q8 && chmod -R a+rX /opt/rung
 COPY config ./config
 USER rung
 EXPOSE 8080

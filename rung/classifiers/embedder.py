@@ -6,13 +6,14 @@ mask, L2 normalisation (tests/unit/test_embedder.py checks against stored refere
 
 from __future__ import annotations
 
-import hashlib
 from importlib import resources
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+
+from rung.weights.stamp import file_sha256
 
 Matrix = npt.NDArray[np.float32]
 
@@ -44,14 +45,6 @@ def mean_pool(hidden: Matrix, mask: npt.NDArray[np.int64]) -> Matrix:
 
 def bundled_tokenizer() -> Path:
     return Path(str(resources.files("rung.classifiers") / "data" / "minilm-l6-tokenizer.json"))
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class OnnxEmbedder:
@@ -135,11 +128,13 @@ DEFAULT_EMBEDDER = "static-minilm-l6"
 def expected_identity(spec: str) -> dict[str, str] | None:
     """The identity a packaged or distilled embedder will have, without loading it (None for
     `onnx:` and `st:` specs, whose identity needs the file or the model)."""
-    from rung.classifiers import static
+    from rung.classifiers import quantized, static
     from rung.weights.catalog import CATALOG
 
     if spec == static.NAME:
         return static.identity(CATALOG[static.TEACHER].sha256)
+    if spec == quantized.NAME:
+        return quantized.identity(CATALOG[quantized.TEACHER].sha256)
     model = CATALOG.get(spec)
     if model is not None and model.filename.endswith(".onnx"):
         return {"name": spec, "sha256": model.sha256}
@@ -152,11 +147,12 @@ def open_embedder(
     """An embedder and its identity ({"name", "sha256"}) from a config/CLI spec:
 
     - `static-minilm-l6` (the default): a static table distilled once from the packaged MiniLM;
+    - `minilm-l6-q8` (the cache's default): MiniLM re-quantized once for int8 arithmetic;
     - a packaged model name (`minilm-l6-int8`, fetched and verified if missing);
     - `onnx:/path/model.onnx` (any BERT-style export; the bundled MiniLM tokenizer);
     - `st:<model>` for a sentence-transformers model (extra `rung[st]`).
     """
-    from rung.classifiers import static
+    from rung.classifiers import quantized, static
     from rung.weights.catalog import CATALOG
     from rung.weights.fetch import fetch
 
@@ -168,17 +164,21 @@ def open_embedder(
             "name": spec,
             "sha256": file_sha256(path),
         }
-    packaged = CATALOG.get(static.TEACHER if spec == static.NAME else spec)
+    derived = {static.NAME: static.TEACHER, quantized.NAME: quantized.TEACHER}
+    packaged = CATALOG.get(derived.get(spec, spec))
     if packaged is None or not packaged.filename.endswith(".onnx"):
         raise ValueError(
-            f"unknown embedder {spec!r}: use {DEFAULT_EMBEDDER}, minilm-l6-int8, onnx:PATH "
-            "or st:MODEL"
+            f"unknown embedder {spec!r}: use {DEFAULT_EMBEDDER}, minilm-l6-q8, minilm-l6-int8, "
+            "onnx:PATH or st:MODEL"
         )
     path = models_dir / packaged.filename
     if spec == static.NAME:
         table = static.load_table(models_dir / static.FILENAME)
         if table is not None:
             return static.StaticEmbedder(table), static.identity(packaged.sha256)
+    if spec == quantized.NAME and quantized.is_built(models_dir):
+        built = OnnxEmbedder(models_dir / quantized.FILENAME, threads=threads, name=spec)
+        return built, quantized.identity(packaged.sha256)
     if allow_fetch:
         path = fetch(packaged, models_dir)
     elif not path.exists():
@@ -188,4 +188,9 @@ def open_embedder(
     if spec == static.NAME:
         embedder = static.open_static(path, packaged.sha256, models_dir, allow_build=allow_fetch)
         return embedder, static.identity(packaged.sha256)
+    if spec == quantized.NAME:
+        opened = quantized.open_quantized(
+            path, packaged.sha256, models_dir, allow_build=allow_fetch, threads=threads
+        )
+        return opened, quantized.identity(packaged.sha256)
     return OnnxEmbedder(path, threads=threads, name=spec), {"name": spec, "sha256": packaged.sha256}

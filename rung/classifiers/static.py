@@ -17,7 +17,6 @@ recipe plus the teacher's sha256, not the table's bytes, so the same distillatio
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import sys
@@ -26,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rung.classifiers.embedder import Matrix, OnnxEmbedder, bundled_tokenizer, file_sha256
+from rung.classifiers.embedder import Matrix, OnnxEmbedder, bundled_tokenizer
+from rung.weights.stamp import intact, seal
 
 NAME = "static-minilm-l6"
 RECIPE = "static-minilm-l6/1: mean-pooled token rows, centred, PCA to 256, log(1+rank) weights"
@@ -108,20 +108,9 @@ class StaticEmbedder:
         return out
 
 
-def _stamp(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
 def load_table(path: Path) -> Matrix | None:
     """The cached table if it is intact (its sha256 stamp matches), else None."""
-    stamp = _stamp(path)
-    if not path.exists() or not stamp.exists():
-        return None
-    try:
-        recorded = json.loads(stamp.read_text())
-    except (OSError, ValueError):
-        return None
-    if recorded.get("sha256") != file_sha256(path):
+    if not intact(path):
         return None
     table: Matrix = np.load(path, allow_pickle=False)
     return table
@@ -143,9 +132,7 @@ def build_table(teacher: OnnxEmbedder, path: Path, teacher_sha256: str) -> Matri
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial.npy")
     np.save(partial, table)
-    record = {"sha256": file_sha256(partial), "recipe": RECIPE, "teacher": teacher_sha256}
-    partial.replace(path)
-    _stamp(path).write_text(json.dumps(record) + "\n")
+    seal(partial, path, {"recipe": RECIPE, "teacher": teacher_sha256})
     return table
 
 

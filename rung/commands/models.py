@@ -9,7 +9,7 @@ from rung.errors import RungError
 
 
 def run_models_list(args: argparse.Namespace) -> int:
-    from rung.classifiers import static
+    from rung.classifiers import quantized, static
     from rung.weights.fetch import status
 
     for item in status(Path(args.dir)):
@@ -21,6 +21,11 @@ def run_models_list(args: argparse.Namespace) -> int:
         f"{'installed' if built else 'missing  '}  {static.NAME:20} {31:7.0f} MB  "
         f"static table distilled from {static.TEACHER}: the routing embedder"
     )
+    built = quantized.is_built(Path(args.dir))
+    print(
+        f"{'installed' if built else 'missing  '}  {quantized.NAME:20} {23:7.0f} MB  "
+        f"{quantized.TEACHER} re-quantized for int8 arithmetic: the cache's embedder"
+    )
     print(f"model directory: {args.dir}")
     return 0
 
@@ -28,12 +33,13 @@ def run_models_list(args: argparse.Namespace) -> int:
 def run_models_fetch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from rung.classifiers import static
+    from rung.classifiers import quantized, static
     from rung.classifiers.embedder import OnnxEmbedder
     from rung.weights.catalog import CATALOG
     from rung.weights.fetch import fetch, is_verified
 
-    names = [static.TEACHER if n == static.NAME else n for n in args.names] or list(CATALOG)
+    derived = {static.NAME: static.TEACHER, quantized.NAME: quantized.TEACHER}
+    names = [derived.get(n, n) for n in args.names] or list(CATALOG)
     unknown = [n for n in names if n not in CATALOG]
     if unknown:
         raise RungError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(CATALOG)}")
@@ -64,5 +70,17 @@ def run_models_fetch(args: argparse.Namespace) -> int:
             )
         print(
             f"{static.NAME}: distilled from {static.TEACHER}, at {Path(args.dir) / static.FILENAME}"
+        )
+    if not args.names or quantized.NAME in args.names or quantized.TEACHER in args.names:
+        teacher = CATALOG[quantized.TEACHER]
+        if not quantized.is_built(Path(args.dir)):
+            quantized.build(
+                Path(args.dir) / teacher.filename,
+                Path(args.dir) / quantized.FILENAME,
+                teacher.sha256,
+            )
+        print(
+            f"{quantized.NAME}: built from {quantized.TEACHER}, at "
+            f"{Path(args.dir) / quantized.FILENAME}"
         )
     return 0
