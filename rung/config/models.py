@@ -298,7 +298,15 @@ class ShadowConfig(_Frozen):
     record: str | None = None
     """Append each check as an outcome line (`rung label`'s format) to this JSONL file."""
     record_text: bool = False
-    """Include the prompt and both answers in those lines (off: scores only)."""
+    """Include the prompt and both answers in those lines (off: scores only). Training a
+    classifier on the records (`rung learn`) needs the prompts; recalibrating does not."""
+    explore_rate: float = Field(default=0.0, ge=0, le=1)
+    """Share of the reference tier's own routed answers also asked of the smallest tier and
+    recorded (only with `record`): without it the records only see prompts routing sent low,
+    never the ones it could have sent lower."""
+    record_escalations: bool = True
+    """With `record`: each escalation's first answer (its confidence signals, and whether it
+    agreed with the answer served) is a line too, for recalibrating (`rung calibrate`)."""
 
 
 class RungConfig(_Frozen):

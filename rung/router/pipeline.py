@@ -9,6 +9,7 @@ the cache and the classifier use the same one (`cache.embedder`), they share the
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -246,13 +247,16 @@ class Pipeline:
             return
         if served.tier < 0 or body is None:
             return
-        self.shadow.observe(
-            plan.tenant,
-            self.config.tiers[served.tier].name,
-            policy.shadow,
-            payload,
-            answer_text(body),
-        )
+        answer = answer_text(body)
+        name = self.config.tiers[served.tier].name
+        self.shadow.observe(plan.tenant, name, policy.shadow, payload, answer, served.signals)
+        chain = [(self.config.tiers[c.tier].name, c.text, c.signals) for c in served.calls]
+        chain.append((name, answer, served.signals))
+        for (tier, text, signals), (then, final, _) in itertools.pairwise(chain):
+            if text is not None and final is not None:
+                self.shadow.escalated(
+                    plan.tenant, policy.shadow, payload, (tier, text, signals), (then, final, None)
+                )
 
     def _threshold(self, policy: TenantPolicy | None) -> float | None:
         escalation = self.config.escalation
@@ -314,8 +318,10 @@ class Pipeline:
         steps = 0
         while plan.threshold is not None:
             above = plan.order[plan.order.index(served.tier) + 1 :]
-            confidence = self._confidence(served.tier, body_signals(body, json_expected(payload)))
+            signals = body_signals(body, json_expected(payload))
+            confidence = self._confidence(served.tier, signals)
             served.confidence = confidence  # of the answer served, escalated or not
+            served.signals = signals.to_dict() if signals.tokens else None
             if steps >= self.config.escalation.max_steps or not above:
                 break
             if confidence is None or confidence >= plan.threshold:
@@ -327,7 +333,8 @@ class Pipeline:
                 served.fallback.append(f"escalation failed: {exc.code}")
                 break
             usage = body.get("usage")
-            served.calls.append(Call(first, usage if isinstance(usage, dict) else None))
+            used = usage if isinstance(usage, dict) else None
+            served.calls.append(Call(first, used, text=answer_text(body), signals=served.signals))
             served.escalated.append(
                 f"{self.config.tiers[first].name}->{self.config.tiers[again.tier].name}"
             )

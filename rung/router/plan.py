@@ -57,6 +57,10 @@ class Call:
     usage: dict[str, Any] | None
     tokens_seen: int = 0
     """For a stream abandoned by an escalation probe: tokens read before cancelling it."""
+    text: str | None = None
+    """The answer escalated away from (JSON answers; for the shadow records, never logged)."""
+    signals: dict[str, Any] | None = None
+    """Its confidence signals, when the backend sent logprobs."""
 
 
 @dataclass
@@ -78,6 +82,8 @@ class Served:
     """The last judged answer's confidence."""
     calls: list[Call] = field(default_factory=list)
     """Answers escalated away from (the final answer is accounted separately)."""
+    signals: dict[str, Any] | None = None
+    """The served answer's confidence signals, when it was judged with logprobs."""
 
     def headers(self, config: RungConfig) -> dict[str, str]:
         headers = {

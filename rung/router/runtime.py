@@ -192,11 +192,16 @@ def build_shadow(config: RungConfig, pools: list[TierPool], old: Shadow | None) 
     """Shadow checks against the reference tier; the tallies carry over a reload that keeps
     the same shadow settings and tiers."""
     settings = config.shadow
-    if settings.rate <= 0:
+    records = settings.record is not None and (
+        settings.explore_rate > 0 or settings.record_escalations
+    )
+    if settings.rate <= 0 and not records:
         return None
     names = [t.name for t in config.tiers]
     reference = settings.tier or names[-1]
-    shadow = Shadow(settings, pools[names.index(reference)], reference)
+    explorer = pools[0] if names.index(reference) > 0 and settings.explore_rate > 0 else None
+    models = {t.name: t.model for t in config.tiers}
+    shadow = Shadow(settings, pools[names.index(reference)], reference, models, explorer)
     if old is not None and old.config == settings and old.top_name == reference:
         shadow.tallies, shadow.skipped = old.tallies, old.skipped
     return shadow

@@ -8,16 +8,24 @@ nothing written to disk unless `shadow.record` names a file (prompt text only wi
 `shadow.record_text: true`). The estimate per tenant and tier is the share of sampled answers
 that agree with the top tier's, with a 95% Wilson interval; `keeps` combines it with the share
 of traffic each tier served: the quality routing keeps relative to always asking the top tier.
+
+With `shadow.record`, three kinds of outcome lines (`rung label`'s format, keyed by each tier's
+model) feed the learning loop (`rung learn`, `rung calibrate`): `shadow` (a served answer vs the
+reference's), `explore` (for a share of the reference's own answers, the smallest tier's answer
+vs it: what routing could have sent lower) and `escalation` (the answer escalated away from, with
+its confidence signals, vs the one served; free, no model is asked).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import random
 import time
 from collections import defaultdict
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,38 +63,83 @@ class Tally:
     agreed: int = 0
 
 
+Answer = tuple[str, str, dict[str, Any] | None]
+"""(tier name, answer text, the answer's confidence signals when the backend sent logprobs)."""
+
+
 @dataclass
 class Shadow:
     config: ShadowConfig
     top: TierPool
     top_name: str
+    models: dict[str, str] = field(default_factory=dict)
+    """Tier name -> its `model`: the key of its outcomes in the records (as in `rung label`'s
+    files and the ladders that name them)."""
+    explorer: TierPool | None = None
+    """The smallest tier: asked about a share of the reference tier's own answers
+    (`explore_rate`), so the records also say where a cheaper tier would have done."""
     rng: random.Random = field(default_factory=random.Random)
     tallies: dict[str, dict[str, Tally]] = field(default_factory=lambda: defaultdict(dict))
     skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    recorded: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Lines written per source: shadow, explore, escalation."""
     _slots: asyncio.Semaphore | None = None
     _day: str = ""
     _calls_today: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def observe(
-        self, tenant: str, tier: str, opted_in: bool, payload: dict[str, Any], answer: str | None
+        self,
+        tenant: str,
+        tier: str,
+        opted_in: bool,
+        payload: dict[str, Any],
+        answer: str | None,
+        signals: dict[str, Any] | None = None,
     ) -> None:
         """A routed answer went out: count it and maybe check it (in the background)."""
         tally = self.tallies[tenant].setdefault(tier, Tally())
         tally.served += 1
-        if tier == self.top_name or answer is None or not opted_in:
+        if answer is None or not opted_in:
+            return
+        if tier == self.top_name:
+            self._maybe_explore(tenant, payload, answer)
             return
         if self.rng.random() >= self.config.rate:
             return
-        reason = self._why_not_now()
+        reason = self._why_not_now(self.top)
         if reason is not None:
             self.skipped[reason] += 1
             return
-        task = asyncio.get_running_loop().create_task(self._check(tenant, tier, payload, answer))
+        self._spawn(self._check(tenant, (tier, answer, signals), payload))
+
+    def escalated(
+        self, tenant: str, opted_in: bool, payload: dict[str, Any], first: Answer, final: Answer
+    ) -> None:
+        """An answer was escalated away from: the first answer's signals and whether it agreed
+        with the one served become a record for recalibration (no model call: it is free)."""
+        if self.config.record is None or not self.config.record_escalations or not opted_in:
+            return
+        self._record("escalation", tenant, payload, first, final, agree(first[1], final[1]))
+
+    def _maybe_explore(self, tenant: str, payload: dict[str, Any], answer: str) -> None:
+        explorer = self.explorer
+        if explorer is None or self.config.record is None:
+            return  # an exploration nobody records teaches nothing
+        if self.rng.random() >= self.config.explore_rate:
+            return
+        reason = self._why_not_now(explorer)
+        if reason is not None:
+            self.skipped[f"explore_{reason}"] += 1
+            return
+        self._spawn(self._explore(tenant, payload, answer, explorer))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _why_not_now(self) -> str | None:
+    def _why_not_now(self, pool: TierPool) -> str | None:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.config.max_concurrency)
         if self._slots.locked():
@@ -96,54 +149,92 @@ class Shadow:
             self._day, self._calls_today = day, 0
         if self._calls_today >= self.config.max_calls_per_day:
             return "daily_limit"
-        if not self.top.available():
-            return "top_tier_unavailable"
+        if not pool.available():
+            return "top_tier_unavailable" if pool is self.top else "tier_unavailable"
         return None
 
-    async def _check(self, tenant: str, tier: str, payload: dict[str, Any], answer: str) -> None:
+    async def _ask(self, pool: TierPool, payload: dict[str, Any], failed: str) -> str | None:
+        body = {k: v for k, v in payload.items() if k not in ("stream", "stream_options", "n")}
+        body["model"] = pool.tier.model
+        try:
+            reply, _ = await pool.complete("/chat/completions", body)
+        except (BackendError, BackendRejected) as exc:
+            self.skipped[failed] += 1
+            log.debug("shadow call failed: %s", exc)
+            return None
+        text = answer_text(reply)
+        if text is None:
+            self.skipped["no_reference"] += 1
+        return text
+
+    async def _check(self, tenant: str, answered: Answer, payload: dict[str, Any]) -> None:
         assert self._slots is not None
         async with self._slots:
             self._calls_today += 1
-            body = {k: v for k, v in payload.items() if k not in ("stream", "stream_options", "n")}
-            body["model"] = self.top.tier.model
-            try:
-                reply, _ = await self.top.complete("/chat/completions", body)
-            except (BackendError, BackendRejected) as exc:
-                self.skipped["top_tier_failed"] += 1
-                log.debug("shadow check failed: %s", exc)
-                return
-            reference = answer_text(reply)
+            reference = await self._ask(self.top, payload, "top_tier_failed")
             if reference is None:
-                self.skipped["no_reference"] += 1
                 return
-            same = agree(answer, reference)
-            tally = self.tallies[tenant].setdefault(tier, Tally())
+            same = agree(answered[1], reference)
+            tally = self.tallies[tenant].setdefault(answered[0], Tally())
             tally.sampled += 1
             tally.agreed += same
             if self.config.record is not None:
-                self._record(tenant, tier, payload, answer, reference, same)
+                self._record(
+                    "shadow", tenant, payload, answered, (self.top_name, reference, None), same
+                )
+
+    async def _explore(
+        self, tenant: str, payload: dict[str, Any], served: str, explorer: TierPool
+    ) -> None:
+        assert self._slots is not None
+        async with self._slots:
+            self._calls_today += 1
+            attempt = await self._ask(explorer, payload, "explore_failed")
+            if attempt is None:
+                return
+            answered = (explorer.tier.name, attempt, None)
+            reference = (self.top_name, served, None)
+            self._record("explore", tenant, payload, answered, reference, agree(attempt, served))
 
     def _record(
         self,
+        source: str,
         tenant: str,
-        tier: str,
         payload: dict[str, Any],
-        answer: str,
-        reference: str,
+        answered: Answer,
+        reference: Answer,
         same: bool,
     ) -> None:
-        """One outcome line in `rung label`'s shape: the served tier scored against the top."""
+        """One outcome line in `rung label`'s shape: the answering tier scored by agreement
+        with the reference answer (which scores 1), keyed by each tier's model."""
+        tier, answer, signals = answered
+        ref_tier, ref_answer, ref_signals = reference
+        mine: dict[str, Any] = {"score": float(same), "output_chars": len(answer)}
+        if signals is not None:
+            mine["signals"] = signals
+        theirs: dict[str, Any] = {"score": 1.0, "output_chars": len(ref_answer)}
+        if ref_signals is not None:
+            theirs["signals"] = ref_signals
         line: dict[str, Any] = {
             "time": time.time(),
+            "source": source,
             "tenant": tenant,
             "dataset": "shadow",
-            "results": {tier: {"score": float(same)}, self.top_name: {"score": 1.0}},
+            "tiers": {"answered": tier, "reference": ref_tier},
+            "results": {
+                self.models.get(tier, tier): mine,
+                self.models.get(ref_tier, ref_tier): theirs,
+            },
         }
         if self.config.record_text:
-            line |= {"prompt": _prompt(payload), "answer": answer, "reference": reference}
+            prompt = _prompt(payload)
+            digest = hashlib.sha256(prompt.encode()).hexdigest()[:20]
+            line |= {"id": f"shadow/{digest}", "prompt": prompt, "answer": answer,
+                     "reference": ref_answer}  # fmt: skip
         path = Path(str(self.config.record))
         with path.open("ab") as out:
             out.write(orjson.dumps(line) + b"\n")
+        self.recorded[source] += 1
 
     def estimate(self, tenant: str) -> dict[str, Any]:
         """Per tier: agreement with the top tier on sampled answers (Wilson 95%), and what
@@ -177,6 +268,7 @@ class Shadow:
             "keeps": round(keeps, 4) if known else None,
             "keeps_ci95": [round(low, 4), round(high, 4)] if known else None,
             "skipped": dict(self.skipped),
+            "recorded": dict(self.recorded),
         }
 
     async def aclose(self) -> None:

@@ -190,3 +190,54 @@ def test_every_call_is_charged_and_the_escalated_away_answer_is_not_cached(
     assert again.headers["x-rung-cache"] == "hit-exact"
     assert again.headers["x-rung-tier"] == "large"  # the cached answer is large's, never small's
     assert json.loads(again.text)["choices"][0]["message"]["content"].startswith("[large]")
+
+
+def test_an_escalation_is_recorded_for_recalibration(fake, gateway, calibrator, tmp_path):
+    from rung.confidence.fit import examples
+
+    record = tmp_path / "shadow.jsonl"
+    servers = [fake(n) for n in ("small", "large")]
+    config = make_config(
+        [tier(n, s) for n, s in zip(("small", "large"), servers, strict=True)],
+        routing={"policy": "length", "length_thresholds": [10_000]},
+        escalation={"enabled": True, "threshold": 0.5, "calibrator": calibrator},
+        shadow={"record": str(record)},  # rate 0: no checks, only the free escalation lines
+    )
+    small, large = servers
+    small.behavior.logprob = -3.0
+    small.behavior.reply, large.behavior.reply = "It is 5.", "4"
+    gw = gateway(config)
+    assert ask(gw).headers["x-rung-escalated"] == "small->large"
+    small.behavior.logprob = -0.05
+    assert "x-rung-escalated" not in ask(gw).headers  # confident: no line
+    deadline = time.monotonic() + 5
+    while not record.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    lines = [json.loads(x) for x in record.read_text().splitlines()]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["source"] == "escalation"
+    assert line["tiers"] == {"answered": "small", "reference": "large"}
+    first = line["results"]["small-model"]
+    assert first["score"] == 0.0  # "It is 5." does not say what "4" says
+    assert first["signals"]["mean_logprob"] == pytest.approx(-3.0)
+    assert "prompt" not in line  # record_text is off
+    assert large.stats.requests == 1  # nothing asked beyond the escalation itself
+    # `rung calibrate` reads it as one labelled output of the small tier
+    assert [(label) for _, label in examples(lines, "small-model", None)] == [0]
+
+
+def test_escalation_lines_can_be_turned_off(fake, gateway, calibrator, tmp_path):
+    record = tmp_path / "shadow.jsonl"
+    servers = [fake(n) for n in ("small", "large")]
+    config = make_config(
+        [tier(n, s) for n, s in zip(("small", "large"), servers, strict=True)],
+        routing={"policy": "length", "length_thresholds": [10_000]},
+        escalation={"enabled": True, "threshold": 0.5, "calibrator": calibrator},
+        shadow={"record": str(record), "record_escalations": False},
+    )
+    servers[0].behavior.logprob = -3.0
+    gw = gateway(config)
+    assert ask(gw).headers["x-rung-escalated"] == "small->large"
+    time.sleep(0.3)
+    assert not record.exists()

@@ -4,6 +4,7 @@ pinned requests are never sampled, and nothing is written without `shadow.record
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,13 @@ def test_checks_agreement_and_privacy(fake: Any, gateway: Any, tmp_path: Path) -
     assert value(m, "rung_shadow_keeps_lower", tenant="acme") < 0.9  # the alert would fire
     lines = [orjson.loads(x) for x in (tmp_path / "shadow.jsonl").read_bytes().splitlines()]
     assert len(lines) == 10
-    assert sum(line["results"]["small"]["score"] for line in lines) == 6
+    # keyed by each tier's model, as `rung label` and the ladders key outcomes
+    assert sum(line["results"]["small-model"]["score"] for line in lines) == 6
+    assert all(line["results"]["large-model"]["score"] == 1.0 for line in lines)
+    assert {line["source"] for line in lines} == {"shadow"}
+    assert all(line["tiers"] == {"answered": "small", "reference": "large"} for line in lines)
     assert all("prompt" not in line and "answer" not in line for line in lines)  # scores only
+    assert all("id" not in line for line in lines)  # not even a digest of the prompt
     assert b"2+2" not in (tmp_path / "shadow.jsonl").read_bytes()
 
 
@@ -98,4 +104,55 @@ def test_record_text_keeps_prompts_only_when_asked(fake: Any, gateway: Any, tmp_
     assert len(lines) == 2
     assert lines[0]["prompt"].startswith("What is 2+2?")
     assert lines[0]["reference"] == "4"
+    assert lines[0]["id"].startswith("shadow/")  # a training row: `rung learn` reads these
     assert large.stats.requests == 2
+
+
+def test_exploration_asks_the_smallest_tier_about_the_references_own_answers(
+    fake: Any, gateway: Any, tmp_path: Path
+) -> None:
+    small, large = fake("small"), fake("large")
+    small.behavior = Behavior(reply="The answer is 4.")
+    large.behavior = Behavior(reply="4")
+    record = tmp_path / "shadow.jsonl"
+    gw = gateway(
+        make_config(
+            [tier("small", small), tier("large", large)],
+            server={"admin_key": ADMIN},
+            routing={"policy": "length", "length_thresholds": [10]},  # all routed to large
+            shadow={
+                "rate": 1.0,
+                "explore_rate": 1.0,
+                "record": str(record),
+                "record_text": True,
+            },  # fmt: skip
+        )
+    )
+    for i in range(3):
+        ask(gw, ADMIN, f"What is 2+2? Long enough for the large tier ({i})")
+    wait_until(lambda: record.exists() and len(record.read_bytes().splitlines()) == 3,
+               what="three explorations")  # fmt: skip
+    lines = [orjson.loads(x) for x in record.read_bytes().splitlines()]
+    assert {line["source"] for line in lines} == {"explore"}
+    assert all(line["tiers"] == {"answered": "small", "reference": "large"} for line in lines)
+    assert all(line["results"]["small-model"]["score"] == 1.0 for line in lines)  # 4 == 4
+    assert all(line["reference"] == "4" for line in lines)  # the answer served
+    assert small.stats.requests == 3  # asked in the background
+    assert large.stats.requests == 3  # served; never asked again
+    # the estimate is about served answers: nothing of large's needed checking
+    assert usage(gw, "default")["shadow"]["tiers"]["large"]["sampled"] == 0
+
+
+def test_without_a_record_file_nothing_is_explored(fake: Any, gateway: Any, tmp_path: Path) -> None:
+    small, large = fake("small"), fake("large")
+    gw = gateway(
+        make_config(
+            [tier("small", small), tier("large", large)],
+            routing={"policy": "length", "length_thresholds": [10]},
+            shadow={"rate": 1.0, "explore_rate": 1.0},
+        )
+    )
+    for i in range(3):
+        ask(gw, "any", f"What is 2+2? Long enough for the large tier ({i})")
+    time.sleep(0.3)
+    assert small.stats.requests == 0  # it would teach nothing: no cost spent
