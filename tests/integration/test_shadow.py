@@ -125,7 +125,7 @@ def test_exploration_asks_the_smallest_tier_about_the_references_own_answers(
                 "explore_rate": 1.0,
                 "record": str(record),
                 "record_text": True,
-            },  # fmt: skip
+            },
         )
     )
     for i in range(3):
