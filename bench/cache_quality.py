@@ -12,7 +12,7 @@ split, and scores the **test split** per source and kind with 95% Wilson interva
 - the no-verifier baseline beside it: cosine >= the old 0.87 threshold plus the rule guard.
 
     python bench/cache_quality.py ../shared/data/cache-pairs/qqp-train.jsonl \\
-        [--embedder minilm-l6-int8] [--out bench/results/cache_quality.json]
+        [--embedder minilm-l6-q8] [--out bench/results/cache_quality.json]
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def plot(points: dict[str, list[tuple[float, float]]], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("pairs", type=Path, help="labelled pairs (the shared qqp-train.jsonl)")
-    parser.add_argument("--embedder", default="minilm-l6-int8")
+    parser.add_argument("--embedder", default="minilm-l6-q8")
     parser.add_argument("--floor", type=float, default=0.75)
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/cache_quality.json")
     args = parser.parse_args()

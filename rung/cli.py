@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from rung.commands import cache as cache_commands
 from rung.commands import classifiers, serving, tenants
+from rung.commands import learn as learn_commands
 from rung.commands import models as model_commands
 from rung.commands import promote as promote_commands
 from rung.errors import ConfigError, RungError
@@ -63,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--embedder",
             default="static-minilm-l6",
-            help="static-minilm-l6 (default), minilm-l6-int8, onnx:PATH or st:MODEL",
+            help="static-minilm-l6 (default), minilm-l6-q8, minilm-l6-int8, onnx:PATH or st:MODEL",
         )
         p.add_argument("--method", default="blend", choices=["logistic", "difficulty", "blend"])
         p.add_argument("--models-dir", default=models_dir, help=f"default: {models_dir}")
@@ -112,6 +113,37 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--models-dir", default=models_dir, help=f"default: {models_dir}")
     promote.add_argument("--threads", type=int, default=2, help="embedder threads")
     promote.set_defaults(run=promote_commands.run_promote)
+
+    learn = sub.add_parser(
+        "learn",
+        help="fit a candidate classifier on shadow records and promote it if it is better",
+    )
+    learn.add_argument(
+        "--records", nargs="+", required=True, help="shadow.record files (with record_text)"
+    )
+    learn.add_argument("--ladder", required=True, help="ladder file (YAML): tiers -> models")
+    learn.add_argument(
+        "--serving", required=True, help="the classifier directory the config serves"
+    )
+    learn.add_argument("--data", nargs="+", help="outcome files to train on as well (rung label)")
+    learn.add_argument(
+        "--holdout", type=float, default=0.3, help="newest share of prompts judged on (0.3)"
+    )
+    learn.add_argument(
+        "--min-heldout", type=int, default=30, help="refuse to judge on fewer prompts (30)"
+    )
+    learn.add_argument("--out", help="candidate directory (default: <serving>.candidate)")
+    learn.add_argument("--method", default="blend", choices=["logistic", "difficulty", "blend"])
+    learn.add_argument("--goal", default="keep:0.95", help="the goal compared at (keep:0.95)")
+    learn.add_argument("--apply", action="store_true", help="swap it in when it is better")
+    learn.add_argument("--log", help="append every decision with its figures here (JSONL)")
+    learn.add_argument(
+        "--reload", help="gateway URL to POST /admin/reload to (key: $RUNG_ADMIN_KEY)"
+    )
+    learn.add_argument("--embedder", default="static-minilm-l6", help="the classifiers' embedder")
+    learn.add_argument("--models-dir", default=models_dir, help=f"default: {models_dir}")
+    learn.add_argument("--threads", type=int, default=2, help="embedder threads")
+    learn.set_defaults(run=learn_commands.run_learn)
 
     lab = sub.add_parser("label", help="answer prompts with one model, grade, append outcomes")
     lab.add_argument(
@@ -167,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cfit.add_argument("--out", required=True, help="verifier directory to write")
     cfit.add_argument(
-        "--embedder", default="minilm-l6-int8", help="the cache's embedder (cache.embedder)"
+        "--embedder", default="minilm-l6-q8", help="the cache's embedder (cache.embedder)"
     )
     cfit.add_argument("--floor", type=float, default=0.75, help="cache.similarity_threshold")
     cfit.add_argument("--budget", type=float, default=0.01, help="cache.max_wrong_hit_rate")

@@ -24,9 +24,16 @@ def run_promote(args: argparse.Namespace) -> int:
         return _reload(args)
     if not args.candidate or not args.data or not args.ladder:
         raise RungError("rung promote needs --candidate, --data and --ladder (or --rollback)")
-    verdict = _judge(args)
+    verdict = judge(args, Path(args.candidate), [Path(f) for f in args.data])
+    return act(args, verdict, Path(args.candidate))
+
+
+def act(args: argparse.Namespace, verdict: Any, candidate: Path) -> int:
+    """Say the verdict, swap the candidate in (`--apply`) when it wins, log it, reload: 0 when
+    promoted, 3 when refused, 4 when the gateway refused the reload."""
+    serving = Path(args.serving)
     record = {"action": "promote" if verdict.promote else "refuse", **verdict.to_dict(),
-              "serving_dir": str(serving), "candidate_dir": args.candidate}  # fmt: skip
+              "serving_dir": str(serving), "candidate_dir": str(candidate)}  # fmt: skip
     print(
         f"on {verdict.prompts} prompts neither was fitted on, at {args.goal}: serving keeps "
         f"{verdict.serving.keep:.3f} at {verdict.serving.cost_share:.3f} of the top tier's cost "
@@ -35,7 +42,7 @@ def run_promote(args: argparse.Namespace) -> int:
         f"(cost_at_95 {verdict.candidate.cost_at_95:.3f}): {verdict.reason}"
     )
     if verdict.promote and args.apply:
-        _swap(serving, Path(args.candidate))
+        _swap(serving, candidate)
         record["applied"] = True
         print(f"promoted: {serving} now holds the candidate ({serving}.previous the old one)")
     _log(args, record)
@@ -44,7 +51,8 @@ def run_promote(args: argparse.Namespace) -> int:
     return _reload(args) if args.apply else 0
 
 
-def _judge(args: argparse.Namespace) -> Any:
+def judge(args: argparse.Namespace, candidate_dir: Path, files: list[Path]) -> Any:
+    """Both classifiers scored on the prompts of `files` that neither was fitted on."""
     from rung.classifiers import workflow
     from rung.classifiers.embedder import open_embedder
     from rung.classifiers.model import load
@@ -52,15 +60,15 @@ def _judge(args: argparse.Namespace) -> Any:
     from rung.classifiers.promote import figures, verdict
 
     ladder = load_ladder(args.ladder)
-    data = workflow.load_data([Path(f) for f in args.data], ladder)
+    data = workflow.load_data(files, ladder)
     embedder, identity = open_embedder(args.embedder, Path(args.models_dir), threads=args.threads)
     vectors = workflow.embed_all(
         embedder, identity, [o.prompt for o in data.outcomes], workflow.embeddings_cache_dir()
     )
-    serving, candidate = load(Path(args.serving), identity), load(Path(args.candidate), identity)
+    serving, candidate = load(Path(args.serving), identity), load(candidate_dir, identity)
     fresh = workflow.unseen_rows(data, [serving, candidate])
     if len(fresh) == 0:
-        raise RungError("every prompt of --data was used to train one of the classifiers")
+        raise RungError("every prompt judged on was used to train one of the classifiers")
     part, part_vectors = workflow.subset(data, fresh), vectors[fresh]
     served = workflow.evaluate(serving, part, part_vectors, ladder)
     tried = workflow.evaluate(candidate, part, part_vectors, ladder)

@@ -175,7 +175,7 @@ class RoutingConfig(_Frozen):
     (only pinned or used as fallback)."""
     embedder: str = "static-minilm-l6"
     """Must be the embedder the classifier was trained with (checked at startup):
-    `static-minilm-l6` (default, distilled once from MiniLM) or `minilm-l6-int8`."""
+    `static-minilm-l6` (default, distilled once from MiniLM), `minilm-l6-q8` or `minilm-l6-int8`."""
     goal: GoalConfig | None = None
     """Default: keep 95% of the top tier's quality. See GoalConfig."""
     quality_target: float | None = Field(default=None, ge=0, le=1)
@@ -183,8 +183,10 @@ class RoutingConfig(_Frozen):
     probability. It says nothing about the quality kept or the cost; prefer `goal`."""
     embed_batch_max: int = Field(default=32, ge=1, le=1024)
     embed_batch_wait_ms: float = Field(default=0.0, ge=0, le=100)
-    embed_threads: int = Field(default=2, ge=1, le=64)
-    """onnxruntime threads per embedding call (bench/classifier.py: 2 halves latency on 2 cores)."""
+    embed_threads: int = Field(default=1, ge=1, le=64)
+    """onnxruntime threads per embedding call. 1: the int8 MiniLM embeds a short question in
+    1.67 ms on one thread and 1.86 ms on two (2 cores); a second thread paid off only for the
+    fp32 arithmetic of `minilm-l6-int8` on long prompts (bench/classifier.py)."""
     length_thresholds: list[int] = Field(default_factory=lambda: [2000])
     """`length` policy: tier i serves prompts of at most thresholds[i] characters."""
     conversation: Literal["sticky_up", "free"] = "sticky_up"
@@ -229,10 +231,11 @@ class CacheConfig(_Frozen):
     """Longest wait for Redis on a request; past it the cache is bypassed for that request."""
     semantic: bool = True
     """Also match rephrased questions by embedding (exact matches only when false)."""
-    embedder: str | None = "minilm-l6-int8"
-    """What rephrasings are matched with (None: routing.embedder). MiniLM by default: the
+    embedder: str | None = "minilm-l6-q8"
+    """What rephrasings are matched with (None: routing.embedder). MiniLM re-quantized for int8
+    arithmetic by default (rung.classifiers.quantized: 1.6 ms a question instead of 3.9): the
     shipped hit verifier is fitted on its cosines; with the static table (a bag of words) the
-    same budget served about a third as many paraphrases (bench/cache_quality.py)."""
+    same budget served about half as many paraphrases (bench/cache_quality.py)."""
     similarity_threshold: float = Field(default=0.75, gt=0, le=1)
     """The similarity floor: candidates below this cosine are never considered; above it the
     near-miss guard and the hit verifier decide."""

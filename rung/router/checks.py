@@ -52,8 +52,8 @@ def check_routing(config: RungConfig) -> None:
         raise ConfigError(
             "routing.embedder",
             [
-                f"unknown embedder {routing.embedder!r}: use static-minilm-l6, minilm-l6-int8, "
-                "onnx:PATH or st:MODEL"
+                f"unknown embedder {routing.embedder!r}: use static-minilm-l6, minilm-l6-q8, "
+                "minilm-l6-int8, onnx:PATH or st:MODEL"
             ],
         )
     if expected is not None and model.embedder != expected:
