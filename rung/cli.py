@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-heldout", type=int, default=30, help="refuse to judge on fewer prompts (30)"
     )
     learn.add_argument("--out", help="candidate directory (default: <serving>.candidate)")
+    learn.add_argument("--heldout-out", help="also write the held-out records here (JSONL)")
     learn.add_argument("--method", default="blend", choices=["logistic", "difficulty", "blend"])
     learn.add_argument("--goal", default="keep:0.95", help="the goal compared at (keep:0.95)")
     learn.add_argument("--apply", action="store_true", help="swap it in when it is better")

@@ -63,4 +63,6 @@ def run_learn(args: argparse.Namespace) -> int:
             f"{candidate}; judged on {len(held.outcomes)} recent held-out prompts"
         )
         verdict = judge(args, candidate, [held_file])
+        if args.heldout_out:  # so a later `rung promote --data` judges on the same prompts
+            _write(slices.held_out, Path(args.heldout_out))
     return act(args, verdict, candidate)
