@@ -203,7 +203,7 @@ def build_shadow(config: RungConfig, pools: list[TierPool], old: Shadow | None) 
     models = {t.name: t.model for t in config.tiers}
     shadow = Shadow(settings, pools[names.index(reference)], reference, models, explorer)
     if old is not None and old.config == settings and old.top_name == reference:
-        shadow.tallies, shadow.skipped = old.tallies, old.skipped
+        shadow.tallies, shadow.skipped, shadow.recorded = old.tallies, old.skipped, old.recorded
     return shadow
 
 

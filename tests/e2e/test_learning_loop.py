@@ -107,6 +107,7 @@ def test_a_bad_classifier_is_replaced_through_the_loop(
     report = learned.stdout + learned.stderr
     assert learned.returncode == 0, report + f"\ntiers served: {tiers}"
     assert "gateway reloaded" in learned.stdout
+    print(learned.stdout)  # the figures, for the record (pytest -s)
     good_print = load(serving).fingerprint
     assert good_print != bad_print
     assert good_print in gw.app.state.runtime.routing.chooser.fingerprint  # serving it now
