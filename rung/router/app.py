@@ -18,7 +18,7 @@ from rung.router.admin import admin
 from rung.router.api import router
 from rung.router.checks import check_routing, prepare_routing
 from rung.router.dashboard import dashboard
-from rung.router.fast import FastRoutes
+from rung.router.fast import RungApp
 from rung.router.logs import configure_logging
 from rung.router.metrics import Metrics
 from rung.router.monitor import health_state, monitor
@@ -58,7 +58,7 @@ def create_app(config: RungConfig, source: Path | None = None) -> FastAPI:
             if app.state.tracing is not None:
                 app.state.tracing.shutdown()  # flushes the spans still batched
 
-    app = FastAPI(
+    app = RungApp(
         title="rung", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None
     )
     app.include_router(router)
@@ -66,7 +66,6 @@ def create_app(config: RungConfig, source: Path | None = None) -> FastAPI:
     app.include_router(monitor)
     app.include_router(dashboard)
     errors.install(app)
-    app.add_middleware(FastRoutes)
     return app
 
 
