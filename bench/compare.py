@@ -4,8 +4,9 @@ ratios.
 Targets (each its own process, one worker): the backend directly; a minimal aiohttp proxy (the
 floor: read the body, forward it, stream the answer back); rung with a pinned tier (no
 classification, cache off); rung routed by its shipped `local` classifier on the static
-embedder (cache off); and the LiteLLM proxy when `litellm` is installed. Rounds are rotated so
-every target sees the same machine noise; per target and scenario the median over rounds.
+embedder (cache off); and the LiteLLM proxy when its `litellm` command is there (`--litellm`;
+it needs `litellm[proxy]`). Rounds are rotated so every target sees the same machine noise; per
+target and scenario the median over rounds.
 
 "rung routed, metrics off" is the same with `server.metrics: off`: the cost of the Prometheus
 metrics per request. With `--workers N` (default 2) also rung routed with N worker processes
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -159,12 +161,16 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=2, help="also rung routed with this many workers (1: not)"
     )
+    parser.add_argument(
+        "--litellm", help="the LiteLLM proxy's `litellm` command (default: the one on PATH)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/compare.json")
     args = parser.parse_args()
 
     backend = free_port()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     urls: dict[str, tuple[str, str]] = {}  # target -> (url, model)
+    skipped: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
             procs["backend"] = subprocess.Popen(
@@ -197,26 +203,49 @@ def main() -> None:
                 )  # fmt: skip
                 model = "rung" if routed else "small"
                 urls[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", model)
-            try:
-                import litellm  # noqa: F401
-
+            litellm = args.litellm or shutil.which("litellm")
+            if litellm is not None:
                 port = free_port()
                 path = Path(tmp) / "litellm.yaml"
-                path.write_text(yaml.safe_dump({"model_list": [{
+                model = {
                     "model_name": "m",
-                    "litellm_params": {"model": "openai/fake-model", "api_key": "x",
-                                       "api_base": f"http://127.0.0.1:{backend}/v1"},
-                }]}))  # fmt: skip
+                    "litellm_params": {
+                        "model": "openai/fake-model",
+                        "api_key": "x",
+                        "api_base": f"http://127.0.0.1:{backend}/v1",
+                    },
+                }
+                # A loopback-only benchmark: no master key.
+                unlocked = {"dangerously_permit_weak_or_unset_master_key": True}
+                path.write_text(
+                    yaml.safe_dump({"model_list": [model], "general_settings": unlocked})
+                )
                 procs["litellm proxy"] = subprocess.Popen(
-                    ["litellm", "--config", str(path), "--port", str(port), "--num_workers", "1"],
+                    [
+                        litellm,
+                        "--config",
+                        str(path),
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--num_workers",
+                        "1",
+                    ],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
                 urls["litellm proxy"] = (f"http://127.0.0.1:{port}/v1/chat/completions", "m")
-            except ImportError:
-                pass
-            for url, _ in urls.values():
-                wait_for_port(int(url.split(":")[2].split("/")[0]), timeout_s=120)
+            for name, (url, _) in list(urls.items()):
+                try:
+                    wait_for_port(int(url.split(":")[2].split("/")[0]), timeout_s=120)
+                except TimeoutError:
+                    if name != "litellm proxy":
+                        raise
+                    # `litellm` without its proxy extra installed: say so, measure the rest.
+                    skipped.append("litellm proxy: did not start (pip install 'litellm[proxy]')")
+                    del urls[name]
+                    stop([procs.pop(name)])
             results = asyncio.run(measure(direct, urls, procs, args.requests, args.rounds))
         finally:
             stop(procs.values())
@@ -226,6 +255,7 @@ def main() -> None:
         "requests": args.requests,
         "rounds": args.rounds,
         "targets": results,
+        "skipped": skipped,
         "metrics_record_us_per_request": metrics_cost_us(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

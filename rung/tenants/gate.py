@@ -109,6 +109,15 @@ class Gate:
         self._down_since: float | None = None
         self.store_errors = 0
         self._reconciler: asyncio.Task[None] | None = None
+        self._periods: tuple[int, tuple[str, str]] = (-1, ("", ""))
+        """(the second, its day and month): one time-zone conversion per second, not per
+        request (every UTC offset in use is a whole number of seconds)."""
+
+    def _periods_at(self, now: float) -> tuple[str, str]:
+        second = int(now)
+        if self._periods[0] != second:
+            self._periods = (second, periods(second, self.config.limits.timezone))
+        return self._periods[1]
 
     def groups(self) -> dict[str, str]:
         return {t: p.cache_group for t, p in self.policies.items() if p.cache_group}
@@ -134,7 +143,7 @@ class Gate:
         choices: int = 1,
     ) -> Ticket:
         now = self.clock()
-        day, month = periods(now, self.config.limits.timezone)
+        day, month = self._periods_at(now)
         max_tokens = min(requested_max_tokens or policy.max_tokens, policy.max_tokens)
         prompt = prompt_token_bound(prompt_bytes, messages)
         bound = prompt + max_tokens * choices
