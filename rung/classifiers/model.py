@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ class ModelError(RungError):
 
 
 def sigmoid(x: Array) -> Array:
-    out: Array = 1.0 / (1.0 + np.exp(-np.clip(x, -40, 40)))
+    # minimum/maximum rather than np.clip: the same values, a fraction of the call overhead
+    out: Array = 1.0 / (1.0 + np.exp(np.minimum(np.maximum(-x, -40.0), 40.0)))
     return out
 
 
@@ -91,13 +93,22 @@ class DifficultyModel:
         features = (feature_matrix(texts) - self.feature_mean) / self.feature_scale
         return np.hstack([np.asarray(embeddings, dtype=np.float64), features])
 
+    @cached_property
+    def _serving(self) -> tuple[Array, Array, Array]:
+        """The weights arranged for one request at a time: the embedding part transposed and
+        contiguous, the feature standardisation folded into the feature weights and the bias
+        (the same logits, a few numpy calls fewer per request)."""
+        width = self.weights.shape[1] - len(self.feature_mean)
+        on_features = self.weights[:, width:] / self.feature_scale
+        bias = self.bias - on_features @ self.feature_mean
+        return np.ascontiguousarray(self.weights[:, :width].T), on_features.T.copy(), bias
+
     def predict(self, embeddings: npt.NDArray[np.floating[Any]], texts: list[str]) -> Array:
         """[prompts, tiers] success probabilities (the design matrix's product, in two parts:
         no copy of the embeddings on the request path)."""
-        width = embeddings.shape[1]
-        features = (feature_matrix(texts) - self.feature_mean) / self.feature_scale
-        logits = embeddings @ self.weights[:, :width].T + features @ self.weights[:, width:].T
-        return sigmoid(logits + self.bias)
+        on_embedding, on_features, bias = self._serving
+        logits = embeddings @ on_embedding + feature_matrix(texts) @ on_features
+        return sigmoid(logits + bias)
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)

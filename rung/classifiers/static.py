@@ -84,15 +84,20 @@ class StaticEmbedder:
         self.name = name
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path or bundled_tokenizer()))
         self._tokenizer.no_padding()
-        self._tokenizer.enable_truncation(MAX_TOKENS + 2)
+        # Bounded by MAX_CHARS already; slicing the ids is cheaper than the tokenizer's own
+        # truncation, and without [CLS]/[SEP] and offsets (`encode_batch_fast`, tokenizers
+        # >= 0.20) a short question tokenizes in ~25 us instead of ~45.
+        self._tokenizer.no_truncation()
+        fast = getattr(self._tokenizer, "encode_batch_fast", None)
+        self._encode = fast if fast is not None else self._tokenizer.encode_batch
 
     @property
     def dimension(self) -> int:
         return int(self.table.shape[1])
 
     def token_ids(self, text: str) -> list[int]:
-        ids: list[int] = self._tokenizer.encode(text[:MAX_CHARS]).ids[1:-1]
-        return ids
+        ids: list[int] = self._encode([text[:MAX_CHARS]], add_special_tokens=False)[0].ids
+        return ids[:MAX_TOKENS]
 
     def embed(self, texts: list[str]) -> Matrix:
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)

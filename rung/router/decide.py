@@ -193,7 +193,7 @@ class ClassifierChooser:
 
     async def choose(self, query: Query) -> Decision:
         vector = query.vector if query.vector is not None else await self.batcher.embed(query.text)
-        probabilities = self.model.predict(vector[None, :], [query.text])[0]
+        probabilities: list[float] = self.model.predict(vector[None, :], [query.text])[0].tolist()
         allowed = self.allowed
         if query.allowed is not None:
             allowed = [k for k in self.allowed if self.index[k] in query.allowed]
@@ -205,16 +205,16 @@ class ClassifierChooser:
         if query.goal is None and query.target is None:
             target = self.target
         if target is not None:
-            k, why = choose_tier_by_threshold(list(probabilities), self.prices, target, allowed)
+            k, why = choose_tier_by_threshold(probabilities, self.prices, target, allowed)
             rule = f"target={target:g}"
         else:
             goal = query.goal or self.goal or DEFAULT_GOAL
             lam = self.lam_for(goal, allowed, query.eased)
-            k, why = choose_tier(list(probabilities), self.prices, lam, allowed)
+            k, why = choose_tier(probabilities, self.prices, lam, allowed)
             rule = f"goal={describe(goal)} lambda={lam:.3g}"
             if self.load is not None:
                 load = [1.0 if i is None else self.load(i) for i in self.index]
-                spare = prefer_spare(list(probabilities), self.prices, lam, k, allowed, load)
+                spare = prefer_spare(probabilities, self.prices, lam, k, allowed, load)
                 if spare != k:
                     why += (f"; {self.model.tier_names[k]} busy ({load[k]:.0%}), as good and "
                             f"spare: {self.model.tier_names[spare]}")  # fmt: skip
