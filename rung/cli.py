@@ -11,6 +11,7 @@ from rung.commands import classifiers, serving, tenants
 from rung.commands import learn as learn_commands
 from rung.commands import models as model_commands
 from rung.commands import promote as promote_commands
+from rung.commands import recalibrate as recalibrate_commands
 from rung.errors import ConfigError, RungError
 
 
@@ -145,6 +146,27 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--models-dir", default=models_dir, help=f"default: {models_dir}")
     learn.add_argument("--threads", type=int, default=2, help="embedder threads")
     learn.set_defaults(run=learn_commands.run_learn)
+
+    recal = sub.add_parser(
+        "recalibrate",
+        help="refit the confidence calibrator on recorded traffic; replace it only if better",
+    )
+    recal.add_argument("--records", nargs="+", required=True, help="shadow.record files")
+    recal.add_argument("--ladder", required=True, help="ladder file (YAML): tiers -> models")
+    recal.add_argument("--calibrator", required=True, help="the calibrator file escalation serves")
+    recal.add_argument("--data", nargs="+", help="labelled outcome files with signals (rung label)")
+    recal.add_argument(
+        "--holdout", type=float, default=0.3, help="newest share of records judged on (0.3)"
+    )
+    recal.add_argument(
+        "--min-heldout", type=int, default=30, help="a tier counts with this many answers (30)"
+    )
+    recal.add_argument("--apply", action="store_true", help="replace it when it is better")
+    recal.add_argument("--log", help="append every decision with its figures here (JSONL)")
+    recal.add_argument(
+        "--reload", help="gateway URL to POST /admin/reload to (key: $RUNG_ADMIN_KEY)"
+    )
+    recal.set_defaults(run=recalibrate_commands.run_recalibrate)
 
     lab = sub.add_parser("label", help="answer prompts with one model, grade, append outcomes")
     lab.add_argument(

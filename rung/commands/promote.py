@@ -21,7 +21,7 @@ def run_promote(args: argparse.Namespace) -> int:
         _rollback(serving)
         _log(args, {"action": "rollback", "serving": str(serving)})
         print(f"rolled back {serving} to the classifier it replaced")
-        return _reload(args)
+        return reload_gateway(args)
     if not args.candidate or not args.data or not args.ladder:
         raise RungError("rung promote needs --candidate, --data and --ladder (or --rollback)")
     verdict = judge(args, Path(args.candidate), [Path(f) for f in args.data])
@@ -48,7 +48,7 @@ def act(args: argparse.Namespace, verdict: Any, candidate: Path) -> int:
     _log(args, record)
     if not verdict.promote:
         return 3
-    return _reload(args) if args.apply else 0
+    return reload_gateway(args) if args.apply else 0
 
 
 def judge(args: argparse.Namespace, candidate_dir: Path, files: list[Path]) -> Any:
@@ -103,7 +103,7 @@ def _log(args: argparse.Namespace, record: dict[str, Any]) -> None:
             out.write(json.dumps({"time": time.time(), **record}) + "\n")
 
 
-def _reload(args: argparse.Namespace) -> int:
+def reload_gateway(args: argparse.Namespace) -> int:
     """POST /admin/reload on the gateway (`--reload URL`, key in $RUNG_ADMIN_KEY)."""
     if not args.reload:
         return 0
