@@ -115,6 +115,9 @@ class TierPool:
     def candidates(self) -> list[Replica]:
         """Replicas in rotation, least outstanding first; ties rotate so load spreads evenly."""
         now = self.clock()
+        if len(self.replicas) == 1:  # the common case, without the sort's per-request lists
+            only = self.replicas[0]
+            return [only] if only.breaker.allows(now) else []
         live = [r for r in self.replicas if r.breaker.allows(now)]
         self._turn = (self._turn + 1) % max(len(self.replicas), 1)
         n = len(live)
