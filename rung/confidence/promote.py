@@ -67,8 +67,14 @@ def calibrator_verdict(judged: dict[str, Judged], min_examples: int) -> Calibrat
     figures = (
         f"AUROC {new_auc:.3f} vs {old_auc:.3f}, calibration error {new_err:.3f} vs {old_err:.3f}"
     )
-    if new_auc >= old_auc - AUROC_TOLERANCE and new_err < old_err - ERROR_TOLERANCE:
+    ranks_better = new_auc > old_auc + AUROC_TOLERANCE
+    ranks_as_well = new_auc >= old_auc - AUROC_TOLERANCE
+    calibrated_better = new_err < old_err - ERROR_TOLERANCE
+    calibrated_as_well = new_err <= old_err + ERROR_TOLERANCE
+    if ranks_better and calibrated_better:
+        return CalibratorVerdict(True, f"ranks better, better calibrated ({figures})", judged)
+    if ranks_as_well and calibrated_better:
         return CalibratorVerdict(True, f"better calibrated, ranks as well ({figures})", judged)
-    if new_auc > old_auc + AUROC_TOLERANCE and new_err <= old_err + ERROR_TOLERANCE:
+    if ranks_better and calibrated_as_well:
         return CalibratorVerdict(True, f"ranks better, calibrated as well ({figures})", judged)
     return CalibratorVerdict(False, f"refused: not better ({figures})", judged)

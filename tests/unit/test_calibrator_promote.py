@@ -21,7 +21,9 @@ def test_a_calibrator_that_ranks_backwards_loses_to_one_that_ranks_right():
     assert judged is not None
     assert (judged.serving_auroc, judged.candidate_auroc) == (0.0, 1.0)
     assert judged.candidate_error < judged.serving_error
-    assert calibrator_verdict({"small": judged}, min_examples=6).promote
+    verdict = calibrator_verdict({"small": judged}, min_examples=6)
+    assert verdict.promote
+    assert verdict.reason.startswith("ranks better, better calibrated")
     assert not calibrator_verdict({"small": judged}, min_examples=7).promote  # too few
 
 
