@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from rung.classifiers.model import text_digests
+
 
 @dataclass(frozen=True)
 class Slices:
@@ -23,23 +25,23 @@ class Slices:
     """Records that carry no prompt (recorded without `record_text`)."""
 
 
-def _text_key(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def slice_records(rows: Iterable[dict[str, Any]], holdout: float) -> Slices:
-    """Split records by prompt text: the newest `holdout` share of distinct prompts (by their
-    latest record) is held out; the rest trains."""
+    """Split records by prompt text (`text_digests`, the identity training and evaluation use):
+    the newest `holdout` share of distinct prompts (by their latest record) is held out; the
+    rest trains."""
     if not 0 < holdout < 1:
         raise ValueError("holdout must be between 0 and 1")
-    groups: dict[str, list[dict[str, Any]]] = {}
+    usable: list[dict[str, Any]] = []
     without = 0
     for row in rows:
         prompt = row.get("prompt")
-        if not isinstance(prompt, str) or not prompt or "id" not in row:
+        if isinstance(prompt, str) and prompt and "id" in row:
+            usable.append(row)
+        else:
             without += 1
-            continue
-        groups.setdefault(_text_key(prompt), []).append(row)
+    groups: dict[int, list[dict[str, Any]]] = {}
+    for row, digest in zip(usable, text_digests([r["prompt"] for r in usable]), strict=True):
+        groups.setdefault(int(digest), []).append(row)
     order = sorted(groups, key=lambda k: max(float(r.get("time", 0)) for r in groups[k]))
     held = math.ceil(holdout * len(order)) if order else 0
     newest = set(order[len(order) - held :])
