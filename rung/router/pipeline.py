@@ -255,7 +255,7 @@ class Pipeline:
         for (tier, text, signals), (then, final, _) in itertools.pairwise(chain):
             if text is not None and final is not None:
                 self.shadow.escalated(
-                    plan.tenant, policy.shadow, payload, (tier, text, signals), (then, final, None)
+                    plan.tenant, policy.shadow, payload, (tier, text, signals), (then, final)
                 )
 
     def _threshold(self, policy: TenantPolicy | None) -> float | None:
@@ -321,7 +321,7 @@ class Pipeline:
             signals = body_signals(body, json_expected(payload))
             confidence = self._confidence(served.tier, signals)
             served.confidence = confidence  # of the answer served, escalated or not
-            served.signals = signals.to_dict() if signals.tokens else None
+            served.signals = signals if signals.tokens else None
             if steps >= self.config.escalation.max_steps or not above:
                 break
             if confidence is None or confidence >= plan.threshold:

@@ -10,6 +10,7 @@ import numpy as np
 
 from rung.cache.keys import CacheKey
 from rung.cache.semantic import Lookup
+from rung.confidence.signals import Signals
 from rung.config import RungConfig
 
 DEFAULT_TENANT = "default"
@@ -59,7 +60,7 @@ class Call:
     """For a stream abandoned by an escalation probe: tokens read before cancelling it."""
     text: str | None = None
     """The answer escalated away from (JSON answers; for the shadow records, never logged)."""
-    signals: dict[str, Any] | None = None
+    signals: Signals | None = None
     """Its confidence signals, when the backend sent logprobs."""
 
 
@@ -82,7 +83,7 @@ class Served:
     """The last judged answer's confidence."""
     calls: list[Call] = field(default_factory=list)
     """Answers escalated away from (the final answer is accounted separately)."""
-    signals: dict[str, Any] | None = None
+    signals: Signals | None = None
     """The served answer's confidence signals, when it was judged with logprobs."""
 
     def headers(self, config: RungConfig) -> dict[str, str]:

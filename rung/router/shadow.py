@@ -35,6 +35,7 @@ import orjson
 from rung.backends import TierPool
 from rung.cache.fit import wilson
 from rung.classifiers.grading import extract_choice, extract_number, normalise
+from rung.confidence.signals import Signals
 from rung.config import ShadowConfig
 from rung.errors import BackendError, BackendRejected
 from rung.router.conversations import answer_text
@@ -63,8 +64,10 @@ class Tally:
     agreed: int = 0
 
 
-Answer = tuple[str, str, dict[str, Any] | None]
+Answer = tuple[str, str, Signals | None]
 """(tier name, answer text, the answer's confidence signals when the backend sent logprobs)."""
+Reference = tuple[str, str]
+"""(tier name, answer text) of the answer another is judged against."""
 
 
 @dataclass
@@ -95,7 +98,7 @@ class Shadow:
         opted_in: bool,
         payload: dict[str, Any],
         answer: str | None,
-        signals: dict[str, Any] | None = None,
+        signals: Signals | None = None,
     ) -> None:
         """A routed answer went out: count it and maybe check it (in the background)."""
         tally = self.tallies[tenant].setdefault(tier, Tally())
@@ -114,7 +117,7 @@ class Shadow:
         self._spawn(self._check(tenant, (tier, answer, signals), payload))
 
     def escalated(
-        self, tenant: str, opted_in: bool, payload: dict[str, Any], first: Answer, final: Answer
+        self, tenant: str, opted_in: bool, payload: dict[str, Any], first: Answer, final: Reference
     ) -> None:
         """An answer was escalated away from: the first answer's signals and whether it agreed
         with the one served become a record for recalibration (no model call: it is free)."""
@@ -179,9 +182,7 @@ class Shadow:
             tally.sampled += 1
             tally.agreed += same
             if self.config.record is not None:
-                self._record(
-                    "shadow", tenant, payload, answered, (self.top_name, reference, None), same
-                )
+                self._record("shadow", tenant, payload, answered, (self.top_name, reference), same)
 
     async def _explore(
         self, tenant: str, payload: dict[str, Any], served: str, explorer: TierPool
@@ -193,7 +194,7 @@ class Shadow:
             if attempt is None:
                 return
             answered = (explorer.tier.name, attempt, None)
-            reference = (self.top_name, served, None)
+            reference = (self.top_name, served)
             self._record("explore", tenant, payload, answered, reference, agree(attempt, served))
 
     def _record(
@@ -202,19 +203,17 @@ class Shadow:
         tenant: str,
         payload: dict[str, Any],
         answered: Answer,
-        reference: Answer,
+        reference: Reference,
         same: bool,
     ) -> None:
         """One outcome line in `rung label`'s shape: the answering tier scored by agreement
         with the reference answer (which scores 1), keyed by each tier's model."""
         tier, answer, signals = answered
-        ref_tier, ref_answer, ref_signals = reference
+        ref_tier, ref_answer = reference
         mine: dict[str, Any] = {"score": float(same), "output_chars": len(answer)}
         if signals is not None:
-            mine["signals"] = signals
+            mine["signals"] = signals.to_dict()  # only now, for a line that is written
         theirs: dict[str, Any] = {"score": 1.0, "output_chars": len(ref_answer)}
-        if ref_signals is not None:
-            theirs["signals"] = ref_signals
         line: dict[str, Any] = {
             "time": time.time(),
             "source": source,
