@@ -15,6 +15,25 @@ from rung.commands import recalibrate as recalibrate_commands
 from rung.errors import ConfigError, RungError
 
 
+def _deciding(parser: argparse.ArgumentParser) -> None:
+    """What every replace-only-if-better command takes: apply, log, reload."""
+    parser.add_argument("--apply", action="store_true", help="swap it in when it is better")
+    parser.add_argument("--log", help="append every decision with its figures here (JSONL)")
+    parser.add_argument(
+        "--reload", help="gateway URL to POST /admin/reload to (key: $RUNG_ADMIN_KEY)"
+    )
+
+
+def _judging(parser: argparse.ArgumentParser, models_dir: str) -> None:
+    """`rung promote` and `rung learn`: the goal two classifiers are compared at, how their
+    prompts are embedded, and what to do with the verdict."""
+    parser.add_argument("--goal", default="keep:0.95", help="the goal compared at (keep:0.95)")
+    _deciding(parser)
+    parser.add_argument("--embedder", default="static-minilm-l6", help="the classifiers' embedder")
+    parser.add_argument("--models-dir", default=models_dir, help=f"default: {models_dir}")
+    parser.add_argument("--threads", type=int, default=2, help="embedder threads")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rung.weights.fetch import default_models_dir
 
@@ -103,16 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--candidate", help="the classifier directory to judge (`rung train`)")
     promote.add_argument("--data", nargs="+", help="recent outcome files (JSONL) to judge on")
     promote.add_argument("--ladder", help="ladder file (YAML): tiers -> models")
-    promote.add_argument("--goal", default="keep:0.95", help="the goal compared at (keep:0.95)")
-    promote.add_argument("--apply", action="store_true", help="swap it in when it is better")
     promote.add_argument("--rollback", action="store_true", help="restore the one replaced last")
-    promote.add_argument("--log", help="append every decision with its figures here (JSONL)")
-    promote.add_argument(
-        "--reload", help="gateway URL to POST /admin/reload to (key: $RUNG_ADMIN_KEY)"
-    )
-    promote.add_argument("--embedder", default="static-minilm-l6", help="the classifiers' embedder")
-    promote.add_argument("--models-dir", default=models_dir, help=f"default: {models_dir}")
-    promote.add_argument("--threads", type=int, default=2, help="embedder threads")
+    _judging(promote, models_dir)
     promote.set_defaults(run=promote_commands.run_promote)
 
     learn = sub.add_parser(
@@ -136,15 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--out", help="candidate directory (default: <serving>.candidate)")
     learn.add_argument("--heldout-out", help="also write the held-out records here (JSONL)")
     learn.add_argument("--method", default="blend", choices=["logistic", "difficulty", "blend"])
-    learn.add_argument("--goal", default="keep:0.95", help="the goal compared at (keep:0.95)")
-    learn.add_argument("--apply", action="store_true", help="swap it in when it is better")
-    learn.add_argument("--log", help="append every decision with its figures here (JSONL)")
-    learn.add_argument(
-        "--reload", help="gateway URL to POST /admin/reload to (key: $RUNG_ADMIN_KEY)"
-    )
-    learn.add_argument("--embedder", default="static-minilm-l6", help="the classifiers' embedder")
-    learn.add_argument("--models-dir", default=models_dir, help=f"default: {models_dir}")
-    learn.add_argument("--threads", type=int, default=2, help="embedder threads")
+    _judging(learn, models_dir)
     learn.set_defaults(run=learn_commands.run_learn)
 
     recal = sub.add_parser(
@@ -161,11 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     recal.add_argument(
         "--min-heldout", type=int, default=30, help="a tier counts with this many answers (30)"
     )
-    recal.add_argument("--apply", action="store_true", help="replace it when it is better")
-    recal.add_argument("--log", help="append every decision with its figures here (JSONL)")
-    recal.add_argument(
-        "--reload", help="gateway URL to POST /admin/reload to (key: $RUNG_ADMIN_KEY)"
-    )
+    _deciding(recal)
     recal.set_defaults(run=recalibrate_commands.run_recalibrate)
 
     lab = sub.add_parser("label", help="answer prompts with one model, grade, append outcomes")

@@ -19,7 +19,7 @@ def run_promote(args: argparse.Namespace) -> int:
     serving = Path(args.serving)
     if args.rollback:
         _rollback(serving)
-        _log(args, {"action": "rollback", "serving": str(serving)})
+        log_decision(args, {"action": "rollback", "serving": str(serving)})
         print(f"rolled back {serving} to the classifier it replaced")
         return reload_gateway(args)
     if not args.candidate or not args.data or not args.ladder:
@@ -45,7 +45,7 @@ def act(args: argparse.Namespace, verdict: Any, candidate: Path) -> int:
         _swap(serving, candidate)
         record["applied"] = True
         print(f"promoted: {serving} now holds the candidate ({serving}.previous the old one)")
-    _log(args, record)
+    log_decision(args, record)
     if not verdict.promote:
         return 3
     return reload_gateway(args) if args.apply else 0
@@ -97,7 +97,7 @@ def _rollback(serving: Path) -> None:
     previous.rename(serving)
 
 
-def _log(args: argparse.Namespace, record: dict[str, Any]) -> None:
+def log_decision(args: argparse.Namespace, record: dict[str, Any]) -> None:
     if args.log:
         with Path(args.log).open("a") as out:
             out.write(json.dumps({"time": time.time(), **record}) + "\n")

@@ -5,14 +5,12 @@ and replace the serving file only when it is better."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
-from rung.commands.promote import reload_gateway
+from rung.commands.promote import log_decision, reload_gateway
 from rung.errors import RungError
 
 
@@ -58,9 +56,7 @@ def run_recalibrate(args: argparse.Namespace) -> int:
         staged.replace(serving_path)
         record["applied"] = True
         print(f"promoted: {serving_path} replaced ({serving_path}.previous the old one)")
-    if args.log:
-        with Path(args.log).open("a") as out:
-            out.write(json.dumps({"time": time.time(), **record}) + "\n")
+    log_decision(args, record)
     if not verdict.promote:
         return 3
     return reload_gateway(args) if args.apply else 0
