@@ -31,13 +31,18 @@ def calibrator(tmp_path: Path) -> str:
 
 
 def ladder(
-    fake: Any, calibrator: str, names: tuple[str, ...] = ("small", "large"), **kw: Any
+    fake: Any,
+    calibrator: str,
+    names: tuple[str, ...] = ("small", "large"),
+    shadow: dict[str, Any] | None = None,
+    **kw: Any,
 ) -> Any:
     servers = [fake(n) for n in names]
     config = make_config(
         [tier(n, s) for n, s in zip(names, servers, strict=True)],
         routing={"policy": "length", "length_thresholds": [10_000, 20_000][: len(names) - 1]},
         escalation={"enabled": True, "threshold": 0.5, "calibrator": calibrator, **kw},
+        shadow=shadow or {},
     )
     return servers, config
 
@@ -196,14 +201,8 @@ def test_an_escalation_is_recorded_for_recalibration(fake, gateway, calibrator, 
     from rung.confidence.fit import examples
 
     record = tmp_path / "shadow.jsonl"
-    servers = [fake(n) for n in ("small", "large")]
-    config = make_config(
-        [tier(n, s) for n, s in zip(("small", "large"), servers, strict=True)],
-        routing={"policy": "length", "length_thresholds": [10_000]},
-        escalation={"enabled": True, "threshold": 0.5, "calibrator": calibrator},
-        shadow={"record": str(record)},  # rate 0: no checks, only the free escalation lines
-    )
-    small, large = servers
+    # rate 0: no checks, only the free escalation lines
+    (small, large), config = ladder(fake, calibrator, shadow={"record": str(record)})
     small.behavior.logprob = -3.0
     small.behavior.reply, large.behavior.reply = "It is 5.", "4"
     gw = gateway(config)
@@ -213,6 +212,7 @@ def test_an_escalation_is_recorded_for_recalibration(fake, gateway, calibrator, 
     deadline = time.monotonic() + 5
     while not record.exists() and time.monotonic() < deadline:
         time.sleep(0.02)
+    time.sleep(0.3)  # a wrong second line (written after its response) would be there by now
     lines = [json.loads(x) for x in record.read_text().splitlines()]
     assert len(lines) == 1
     line = lines[0]
@@ -224,18 +224,13 @@ def test_an_escalation_is_recorded_for_recalibration(fake, gateway, calibrator, 
     assert "prompt" not in line  # record_text is off
     assert large.stats.requests == 1  # nothing asked beyond the escalation itself
     # `rung calibrate` reads it as one labelled output of the small tier
-    assert [(label) for _, label in examples(lines, "small-model", None)] == [0]
+    assert [label for _, label in examples(lines, "small-model", None)] == [0]
 
 
 def test_escalation_lines_can_be_turned_off(fake, gateway, calibrator, tmp_path):
     record = tmp_path / "shadow.jsonl"
-    servers = [fake(n) for n in ("small", "large")]
-    config = make_config(
-        [tier(n, s) for n, s in zip(("small", "large"), servers, strict=True)],
-        routing={"policy": "length", "length_thresholds": [10_000]},
-        escalation={"enabled": True, "threshold": 0.5, "calibrator": calibrator},
-        shadow={"record": str(record), "record_escalations": False},
-    )
+    shadow = {"record": str(record), "record_escalations": False}
+    servers, config = ladder(fake, calibrator, shadow=shadow)
     servers[0].behavior.logprob = -3.0
     gw = gateway(config)
     assert ask(gw).headers["x-rung-escalated"] == "small->large"
