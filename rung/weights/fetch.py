@@ -21,6 +21,7 @@ from pathlib import Path
 
 from rung.errors import RungError
 from rung.weights.catalog import CATALOG, PackagedModel
+from rung.weights.stamp import file_sha256, read_stamp
 
 CHUNK = 1 << 20
 Progress = Callable[[int], object]
@@ -56,24 +57,8 @@ def _stat_key(path: Path) -> dict[str, int]:
 
 def is_verified(model: PackagedModel, path: Path) -> bool:
     """True when the file is present and was verified since it last changed."""
-    stamp = _stamp(path)
-    if not path.exists() or not stamp.exists():
-        return False
-    try:
-        recorded = json.loads(stamp.read_text())
-    except (OSError, ValueError):
-        return False
-    return bool(recorded == {"sha256": model.sha256, **_stat_key(path)})
-
-
-def sha256_of(path: Path, progress: Progress | None = None) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(CHUNK):
-            digest.update(block)
-            if progress:
-                progress(len(block))
-    return digest.hexdigest()
+    recorded = read_stamp(path, _stamp(path))
+    return recorded is not None and recorded == {"sha256": model.sha256, **_stat_key(path)}
 
 
 def status(models_dir: Path) -> list[Installed]:
@@ -176,7 +161,7 @@ def fetch(
         return target
     if target.exists():
         # A file we did not verify (copied in by hand, or the stamp was lost): check, never delete.
-        actual = sha256_of(target)
+        actual = file_sha256(target)
         if actual != model.sha256:
             raise FetchError(
                 f"{target} exists but its sha256 is {actual}, expected {model.sha256}. "

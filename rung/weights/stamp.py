@@ -22,16 +22,21 @@ def stamp_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def intact(path: Path) -> bool:
-    """The file exists and its bytes are the ones its stamp recorded."""
-    stamp = stamp_path(path)
+def read_stamp(path: Path, stamp: Path) -> dict[str, Any] | None:
+    """What a file's stamp recorded (None: no file, no stamp, or a stamp that is not JSON)."""
     if not path.exists() or not stamp.exists():
-        return False
+        return None
     try:
         recorded = json.loads(stamp.read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(recorded, dict) and recorded.get("sha256") == file_sha256(path)
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def intact(path: Path) -> bool:
+    """The file exists and its bytes are the ones its stamp recorded."""
+    recorded = read_stamp(path, stamp_path(path))
+    return recorded is not None and recorded.get("sha256") == file_sha256(path)
 
 
 def seal(partial: Path, path: Path, record: dict[str, Any]) -> None:
