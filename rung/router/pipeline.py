@@ -250,6 +250,8 @@ class Pipeline:
         answer = answer_text(body)
         name = self.config.tiers[served.tier].name
         self.shadow.observe(plan.tenant, name, policy.shadow, payload, answer, served.signals)
+        if not served.calls:  # not escalated: nothing more to record
+            return
         chain = [(self.config.tiers[c.tier].name, c.text, c.signals) for c in served.calls]
         chain.append((name, answer, served.signals))
         for (tier, text, signals), (then, final, _) in itertools.pairwise(chain):
