@@ -1,4 +1,8 @@
-"""Async client for one OpenAI-compatible model server (vLLM, llama.cpp, OpenAI itself), on aiohttp.
+"""Async client for one OpenAI-compatible model server (vLLM, llama.cpp, OpenAI itself).
+
+Completions to a plain-http backend (the usual vLLM or llama.cpp beside the gateway) go through
+`rung.backends.wire`, a keep-alive HTTP/1.1 client that costs a fraction of aiohttp's CPU per
+request; https backends and health probes use aiohttp.
 
 Every failure is translated into rung's errors: `BackendRejected` for a 4xx (the request is at
 fault, never retried), `BackendTimeout` or `BackendError` for everything that another replica
@@ -15,6 +19,7 @@ import orjson
 from yarl import URL
 
 from rung.backends.sse import SSEDecoder
+from rung.backends.wire import WireError, WirePool, WireTimeout
 from rung.config import BackendConfig
 from rung.errors import BackendError, BackendRejected, BackendTimeout
 
@@ -44,6 +49,7 @@ class OpenAIClient:
         self.config = config
         self.url = config.url
         self._session: aiohttp.ClientSession | None = None
+        self._wire: WirePool | None = None
         self._urls: dict[str, URL] = {}
         self._headers = {"content-type": "application/json"}
         if config.api_key is not None:
@@ -62,8 +68,19 @@ class OpenAIClient:
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=timeout, headers=self._headers, auto_decompress=True
             )
+        if self._wire is None and self.url.startswith("http://"):
+            self._wire = WirePool(
+                self.url,
+                self._headers,
+                self.config.connect_timeout_s,
+                self.config.read_timeout_s,
+                max_idle=self.config.max_concurrency,
+            )
 
     async def aclose(self) -> None:
+        if self._wire is not None:
+            self._wire.close()
+            self._wire = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -79,6 +96,8 @@ class OpenAIClient:
     ) -> Json:
         """POST a non-streaming request; return the parsed JSON body. `headers`: per-request
         extras (request id, W3C trace context)."""
+        if self._wire is not None:
+            return await self._complete_wire(path, payload, headers)
         try:
             async with self.session.post(
                 self._url(path), data=orjson.dumps(payload), headers=headers
@@ -91,6 +110,23 @@ class OpenAIClient:
             raise BackendError(f"{self.url}: {type(exc).__name__}") from None
         except ValueError as exc:
             raise BackendError(f"{self.url}: {exc}") from None
+        return self._answer(status, raw)
+
+    async def _complete_wire(
+        self, path: str, payload: Json, headers: Mapping[str, str] | None
+    ) -> Json:
+        assert self._wire is not None
+        try:
+            async with self._wire.post(path, orjson.dumps(payload), headers) as exchange:
+                raw = await exchange.read(MAX_RESPONSE_BYTES)
+                status = exchange.status
+        except WireTimeout:
+            raise BackendTimeout(f"{self.url} did not answer in time") from None
+        except (WireError, ValueError) as exc:
+            raise BackendError(f"{self.url}: {exc}") from None
+        return self._answer(status, raw)
+
+    def _answer(self, status: int, raw: bytes) -> Json:
         if status >= 500:
             raise BackendError(f"{self.url} answered HTTP {status}")
         if status >= 400:
@@ -112,6 +148,10 @@ class OpenAIClient:
         together saves a trip through every layer per chunk. Errors before the first batch are
         safe to retry elsewhere; the caller decides.
         """
+        if self._wire is not None:
+            async for batch in self._stream_wire(path, payload, headers):
+                yield batch
+            return
         decoder = SSEDecoder()
         try:
             async with self.session.post(
@@ -138,6 +178,35 @@ class OpenAIClient:
         except aiohttp.ClientError as exc:
             raise BackendError(f"{self.url}: {type(exc).__name__}") from None
         except ValueError as exc:
+            raise BackendError(f"{self.url}: {exc}") from None
+        raise BackendError(f"{self.url} ended the stream without [DONE]")
+
+    async def _stream_wire(
+        self, path: str, payload: Json, headers: Mapping[str, str] | None
+    ) -> AsyncIterator[list[Json]]:
+        assert self._wire is not None
+        decoder = SSEDecoder()
+        try:
+            async with self._wire.post(path, orjson.dumps(payload), headers) as exchange:
+                if exchange.status >= 400:
+                    raw = await exchange.read(MAX_RESPONSE_BYTES)
+                    if exchange.status >= 500:
+                        raise BackendError(f"{self.url} answered HTTP {exchange.status}")
+                    raise BackendRejected(exchange.status, _error_body(exchange.status, raw))
+                async for data in exchange.chunks():
+                    batch, done = self._batch(decoder.feed(data))
+                    if batch:
+                        yield batch
+                    if done:
+                        return
+                batch, done = self._batch(decoder.flush())
+                if batch:
+                    yield batch
+                if done:
+                    return
+        except WireTimeout:
+            raise BackendTimeout(f"{self.url} went silent") from None
+        except (WireError, ValueError) as exc:
             raise BackendError(f"{self.url}: {exc}") from None
         raise BackendError(f"{self.url} ended the stream without [DONE]")
 

@@ -125,13 +125,17 @@ class Pipeline:
                     f"Tier '{self.config.tiers[pinned].name}' is not allowed for tenant {tenant}.",
                     param="model",
                 )
+        caching = self.cache is not None and (policy is None or policy.cache)
+        # What a cached answer was decided under; only the cache reads it (formatting the goal
+        # model costs more than the rest of a pinned plan).
         route_key = (
-            f"{self.chooser.fingerprint}/goal={goal}/target={target}/eased={eased:.2f}"
+            ""
+            if not caching
+            else f"{self.chooser.fingerprint}/goal={goal}/target={target}/eased={eased:.2f}"
             f"/allowed={allowed}"
             if pinned is None
             else f"pinned:{self.config.tiers[pinned].name}"
         )
-        caching = self.cache is not None and (policy is None or policy.cache)
         key = cache_key(path, payload) if caching and (lookup or store) else None
         memo: list[tuple[np.ndarray | None, Decision]] = []
         timings: dict[str, tuple[float, float]] = {}
