@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from rung import __version__
 from rung.config import RungConfig, load_config
-from rung.router import errors
+from rung.router import errors, heap
 from rung.router.admin import admin
 from rung.router.api import router
 from rung.router.checks import check_routing, prepare_routing
@@ -29,14 +29,18 @@ log = logging.getLogger("rung.router")
 __all__ = ["build_routing", "check_routing", "create_app", "prepare_routing"]
 
 
-def create_app(config: RungConfig, source: Path | None = None) -> FastAPI:
+def create_app(
+    config: RungConfig, source: Path | None = None, freeze_heap: bool = False
+) -> FastAPI:
     """The gateway. With `source` (the config file) it can reload: POST /admin/reload, SIGHUP,
-    or the file changing."""
+    or the file changing. With `freeze_heap` (a serving process) the startup heap is frozen
+    out of the garbage collector's full passes (rung.router.heap)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await Runtime.build(config)
-        app.state.runtime = runtime
+        # No local name for it: the generator's frame lives as long as the app and would keep
+        # the first runtime alive after a reload has retired it.
+        app.state.runtime = await Runtime.build(config)
         # `server.metrics: off` records nothing (bench/compare.py measures the difference).
         app.state.metrics = (
             Metrics(lambda: health_state(app.state.runtime))
@@ -46,6 +50,9 @@ def create_app(config: RungConfig, source: Path | None = None) -> FastAPI:
         app.state.source = source
         app.state.tracing = Tracing(config.tracing) if config.tracing.exporter != "none" else None
         app.state.started = int(time.time())
+        app.state.freeze_heap = freeze_heap
+        if freeze_heap:
+            heap.freeze()
         reloader = Reloader(app, source) if source is not None else None
         if reloader is not None:
             reloader.start()
@@ -74,4 +81,4 @@ def app_from_env() -> FastAPI:
     path = Path(os.environ["RUNG_CONFIG"])
     config = load_config(path)
     configure_logging(config.server.log_level, config.server.log_format)  # a fresh process
-    return create_app(config, path)
+    return create_app(config, path, freeze_heap=True)

@@ -32,6 +32,7 @@ from rung.classifiers.model import load, resolve
 from rung.confidence.calibrator import load_calibrator, shipped_calibrator
 from rung.config import DEFAULT_GOAL, CacheConfig, RungConfig, load_config
 from rung.errors import ConfigError
+from rung.router import heap
 from rung.router.checks import cache_embedder, check_routing, embedder_specs
 from rung.router.conversations import Conversations, MemoryConversations, RedisConversations
 from rung.router.decide import ClassifierChooser, LengthChooser, TierChooser
@@ -410,9 +411,14 @@ class Reloader:
                 log.warning("reload failed, still serving the old config: %s", exc)
                 return {"reloaded": False, "errors": [f"{type(exc).__name__}: {exc}"]}
             self.app.state.runtime = new
-            self._spawn(old.retire)
+            self._spawn(lambda: self._retire(old))
             log.info("reloaded %s", self.source)
             return {"reloaded": True}
+
+    async def _retire(self, old: Runtime) -> None:
+        await old.retire()
+        if getattr(self.app.state, "freeze_heap", False):
+            heap.refreeze()  # the old runtime's cycles become collectable again
 
     async def aclose(self) -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):

@@ -46,7 +46,7 @@ def serve(config: RungConfig, workers: int = 1, config_path: Path | None = None)
             os.environ[MULTIPROC_ENV] = metrics_dir
         app = "rung.router.app:app_from_env"
     else:
-        app = create_app(config, config_path)
+        app = create_app(config, config_path, freeze_heap=True)
     try:
         uvicorn.run(
             app,

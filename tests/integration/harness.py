@@ -66,12 +66,18 @@ def make_config(tiers: list[dict[str, Any]], **sections: Any) -> RungConfig:
 class Gateway:
     """rung served by uvicorn on a free loopback port."""
 
-    def __init__(self, loop: LoopThread, config: RungConfig, source: Path | None = None) -> None:
+    def __init__(
+        self,
+        loop: LoopThread,
+        config: RungConfig,
+        source: Path | None = None,
+        freeze_heap: bool = False,
+    ) -> None:
         self.loop = loop
         self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(config, source)
+        self.app = create_app(config, source, freeze_heap)
         uv_config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
         )

@@ -96,3 +96,29 @@ def test_a_reload_under_load_drops_no_request(fake, gateway, tmp_path):
         codes = [f.result().status_code for f in futures]
     assert codes == [200] * 48
     assert small.stats.completed == 48
+
+
+def test_a_served_heap_is_frozen_and_a_reload_lets_the_old_runtime_go(fake, gateway, tmp_path):
+    """`rung serve` freezes its startup heap out of the collector's full passes
+    (rung.router.heap), and refreezes after a reload. The retired runtime must still be freed:
+    the app's lifespan kept the first one alive for good in a local variable."""
+    import gc
+    import weakref
+
+    path = tmp_path / "rung.yaml"
+    write(path, fake("small"), BOTH)
+    try:
+        gw = gateway(load_config(path), path, freeze_heap=True)
+        assert gc.get_freeze_count() > 0
+        old = weakref.ref(gw.app.state.runtime)
+        write(path, fake("small"), BOTH[:1])
+        assert reload(gw.url).json() == {"reloaded": True}
+        assert ask(gw.url, ALICE).status_code == 200
+        deadline = time.monotonic() + 10
+        while old() is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            gc.collect()
+        assert old() is None, "the retired runtime is still alive"
+        assert gc.get_freeze_count() > 0  # the new runtime is frozen in turn
+    finally:
+        gc.unfreeze()
