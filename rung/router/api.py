@@ -46,6 +46,14 @@ async def read_json(request: Request, limit: int, timeout_s: float) -> tuple[Any
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
+    if _buffered(request):
+        message = await request.receive()  # returns at once: no timer needed
+        if message["type"] != "http.request":
+            raise ClientGone("the client disconnected while sending its request")
+        body = message.get("body", b"")
+        if len(body) > limit:
+            raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
+        return _parse(body), len(body)
     body = bytearray()
     try:
         async with asyncio.timeout(timeout_s):
@@ -59,10 +67,23 @@ async def read_json(request: Request, limit: int, timeout_s: float) -> tuple[Any
         ) from None
     except ClientDisconnect:
         raise ClientGone("the client disconnected while sending its request") from None
+    return _parse(body), len(body)
+
+
+def _buffered(request: Request) -> bool:
+    """Whether the server already holds the whole body. uvicorn's request cycles (httptools and
+    h11) say so with `more_body` False once the message is complete; then `receive` returns it
+    without waiting and the body timeout (a timer per request, ~5% of the CPU per request at 64
+    concurrent) is not needed. Any other server takes the timed path."""
+    cycle = getattr(request.receive, "__self__", None)
+    return cycle is not None and getattr(cycle, "more_body", None) is False
+
+
+def _parse(body: bytes | bytearray) -> Any:
     if not body:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
-        return orjson.loads(body), len(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 from uuid import uuid4
 
 from fastapi import FastAPI
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -37,6 +39,42 @@ ROUTES: dict[str, Handler] = {
 }
 
 
+class IndexedHeaders(Headers):
+    """Starlette's `Headers` whose lookups are one dict probe (its own scan the raw list on
+    every `get`; the hot path asks for four or five headers per request). The first of repeated
+    headers wins, as in Starlette's."""
+
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(scope=scope)
+        self._index: dict[bytes, bytes] = {}
+        for key, value in self._list:
+            self._index.setdefault(key, value)
+
+    def __getitem__(self, key: str) -> str:
+        value = self._index.get(key.lower().encode("latin-1"))
+        if value is None:
+            raise KeyError(key)
+        return value.decode("latin-1")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._index.get(key.lower().encode("latin-1"))
+        return default if value is None else value.decode("latin-1")
+
+    def __contains__(self, key: Any) -> bool:
+        return isinstance(key, str) and key.lower().encode("latin-1") in self._index
+
+
+class HotRequest(Request):
+    """A request whose headers are indexed once (`IndexedHeaders`)."""
+
+    @property
+    def headers(self) -> Headers:
+        indexed: Headers | None = getattr(self, "_indexed", None)
+        if indexed is None:
+            indexed = self._indexed = IndexedHeaders(self.scope)
+        return indexed
+
+
 class RungApp(FastAPI):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -52,7 +90,7 @@ async def answer(handler: Handler, scope: Scope, receive: Receive, send: Send) -
     """One completion request: ids, the handler, errors in OpenAI's shape, metrics, the log
     line and the trace span."""
     started = time.perf_counter()
-    request = Request(scope, receive, send)
+    request = HotRequest(scope, receive, send)
     given = request.headers.get("x-request-id")
     notes = Notes(request_id(given))
     # vLLM takes it as its own request id, which must be unique while it runs: a client's

@@ -143,3 +143,26 @@ def test_a_stalled_body_gets_408_within_the_body_timeout(fake, gateway, caplog):
     assert waited < 3
     assert "unexpected error" not in caplog.text
     assert post(gw, OK).status_code == 200
+
+
+def test_a_body_that_arrives_in_pieces_is_read_whole(gw):
+    """A body still arriving when the handler starts takes the timed read (the whole-body fast
+    path only serves bodies the server already holds): both halves are read, in order."""
+    import json
+    import time
+
+    body = json.dumps({**OK, "messages": [{"role": "user", "content": "pieces " * 50}]}).encode()
+    host, port = "127.0.0.1", int(gw.url.rsplit(":", 1)[1])
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:40]
+        )
+        time.sleep(0.3)
+        sock.sendall(body[40:])
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, payload = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert json.loads(payload)["choices"][0]["message"]["content"]
