@@ -45,14 +45,14 @@ async def read_json(request: Request, limit: int, timeout_s: float) -> tuple[Any
     """The parsed body and its size in bytes; the whole body must arrive within `timeout_s`."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
+        raise _too_large(limit)
     if _buffered(request):
         message = await request.receive()  # returns at once: no timer needed
         if message["type"] != "http.request":
-            raise ClientGone("the client disconnected while sending its request")
+            raise _gone()
         body = message.get("body", b"")
         if len(body) > limit:
-            raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
+            raise _too_large(limit)
         return _parse(body), len(body)
     body = bytearray()
     try:
@@ -60,14 +60,22 @@ async def read_json(request: Request, limit: int, timeout_s: float) -> tuple[Any
             async for chunk in request.stream():
                 body += chunk
                 if len(body) > limit:
-                    raise PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
+                    raise _too_large(limit)
     except TimeoutError:
         raise RequestTimeout(
             f"the request body did not arrive within {timeout_s:g}s; send it whole"
         ) from None
     except ClientDisconnect:
-        raise ClientGone("the client disconnected while sending its request") from None
+        raise _gone() from None
     return _parse(body), len(body)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body is larger than the {limit}-byte limit")
+
+
+def _gone() -> ClientGone:
+    return ClientGone("the client disconnected while sending its request")
 
 
 def _buffered(request: Request) -> bool:

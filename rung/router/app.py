@@ -50,10 +50,9 @@ def create_app(
         app.state.source = source
         app.state.tracing = Tracing(config.tracing) if config.tracing.exporter != "none" else None
         app.state.started = int(time.time())
-        app.state.freeze_heap = freeze_heap
         if freeze_heap:
             heap.freeze()
-        reloader = Reloader(app, source) if source is not None else None
+        reloader = Reloader(app, source, freeze_heap) if source is not None else None
         if reloader is not None:
             reloader.start()
         try:

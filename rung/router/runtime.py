@@ -347,9 +347,11 @@ class Reloader:
     file is validated completely first; an invalid one is refused (its errors logged and
     returned) and the old config keeps serving."""
 
-    def __init__(self, app: FastAPI, source: Path) -> None:
+    def __init__(self, app: FastAPI, source: Path, refreeze: bool = False) -> None:
         self.app = app
         self.source = source
+        self.refreeze = refreeze
+        """Refreeze the heap once a retired runtime is gone (a frozen serving process)."""
         self.lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[Any]] = []
         self._mtime = self._stat()
@@ -417,7 +419,7 @@ class Reloader:
 
     async def _retire(self, old: Runtime) -> None:
         await old.retire()
-        if getattr(self.app.state, "freeze_heap", False):
+        if self.refreeze:
             heap.refreeze()  # the old runtime's cycles become collectable again
 
     async def aclose(self) -> None:
