@@ -35,6 +35,7 @@ from rung.errors import (
 )
 from rung.router.capabilities import Needs, capable, fit_max_tokens, why_not
 from rung.router.conversations import Conversations, answer_text, conversation_key
+from rung.router.deadline import Deadlines
 from rung.router.decide import Decision, Query, TierChooser, fallback_order
 from rung.router.escalate import (
     ProbedStream,
@@ -81,6 +82,7 @@ class Pipeline:
         self.steering = Steering(config, conversations)
         self.shadow: Shadow | None = None
         """Shadow checks of routed answers (None: `shadow.rate: 0`)."""
+        self.deadlines = Deadlines()
 
     async def plan(
         self,
@@ -432,7 +434,7 @@ class Pipeline:
             asyncio.get_running_loop().time() + self.config.server.request_timeout_s
         )
         try:
-            async with asyncio.timeout_at(deadline):
+            with self.deadlines.within(deadline):
                 for index in plan.order:
                     pool = self.pools[index]
                     name = pool.tier.name
