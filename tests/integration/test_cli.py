@@ -77,13 +77,12 @@ def wait_http(url: str, proc: subprocess.Popen[str], timeout: float = 20) -> Non
     raise AssertionError(f"{url} did not come up")
 
 
-def test_serve_answers_through_the_sdk_and_stops_on_sigterm(tmp_path, fake):
-    backend = fake("small")
+def _serve(tmp_path, backend, **server):
     config = tmp_path / "rung.yaml"
     config.write_text(
         yaml.safe_dump(
             {
-                "server": {"port": 1},  # overridden by --port below
+                "server": {"port": 1, **server},  # the port is overridden by --port below
                 "tiers": [
                     {
                         "name": "small",
@@ -102,6 +101,18 @@ def test_serve_answers_through_the_sdk_and_stops_on_sigterm(tmp_path, fake):
         stderr=subprocess.PIPE,
         text=True,
     )
+    return proc, port
+
+
+def _stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=20)
+    assert proc.returncode in (0, -signal.SIGTERM)
+    return stdout + stderr  # uvicorn's access log goes to stdout
+
+
+def test_serve_answers_through_the_sdk_and_stops_on_sigterm(tmp_path, fake):
+    proc, port = _serve(tmp_path, fake("small"))
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc)
         sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
@@ -110,10 +121,28 @@ def test_serve_answers_through_the_sdk_and_stops_on_sigterm(tmp_path, fake):
         )
         assert answer.choices[0].message.content == "[small] You said: ping"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=20)
-    assert proc.returncode in (0, -signal.SIGTERM)
+        stderr = _stop(proc)
     assert "ping" not in stderr  # prompt text stays out of the logs
+    assert "POST /v1/chat/completions" not in stderr  # no access log unless asked for
+
+
+def test_the_access_log_names_the_client_a_local_proxy_forwarded(tmp_path, fake):
+    """With the access log on, uvicorn's X-Forwarded-For handling is on too (from loopback
+    proxies, its default trust): the log shows the client, not the load balancer."""
+    proc, port = _serve(tmp_path, fake("small"), access_log=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"model": "rung", "messages": [{"role": "user", "content": "ping"}]},
+            headers={"x-forwarded-for": "203.0.113.7"},
+        )
+        assert response.status_code == 200
+    finally:
+        stderr = _stop(proc)
+    line = next(x for x in stderr.splitlines() if "POST /v1/chat/completions" in x)
+    assert "203.0.113.7" in line
+    assert "ping" not in stderr
 
 
 def test_demo_serves_answers_and_leaves_no_fake_servers_behind():
