@@ -8,6 +8,10 @@ class (`classifier`, `pinned`, ...), statuses are numbers. Several workers (`run
 PROMETHEUS_MULTIPROC_DIR at a fresh directory before the workers start, and a scrape of any
 worker sums every worker's counters and histograms. Gauges about backends and stores are read at
 scrape time from the worker that answers it.
+
+Updates are batched (rung.router.tally): applied a second after they happen and before every
+scrape, so a scrape of one process is exact and, with several workers, another worker's last
+second may be missing from it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from rung.router.tally import Tally
 from rung.tenants.usage import UsageRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -88,11 +93,13 @@ class Metrics:
         self._responses: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._settled: dict[tuple[Any, ...], tuple[Any, Any, Any, Any, Any, list[Any]]] = {}
         self._state = state
+        self.tally = Tally()
+        """Updates are applied in batches (see rung.router.tally); `render` flushes first."""
         if state is not None:
             r.register(_Health(state))
 
     def stage(self, name: str, seconds: float) -> None:
-        self._stage[name].observe(seconds)
+        self.tally.observe(self._stage[name], seconds)
 
     def response(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -100,8 +107,9 @@ class Metrics:
         if children is None:
             children = (self.responses.labels(route, str(status)), self.latency.labels(route))
             self._responses[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        tally = self.tally
+        tally.inc(children[0])
+        tally.observe(children[1], seconds)
 
     def settled(self, record: UsageRecord, reason: str) -> None:
         """One settled request. The labelled children are looked up once per label set (the
@@ -115,15 +123,16 @@ class Metrics:
                                       escalated)  # fmt: skip
             self._settled[key] = children
         requests, prompt, completion, cost, top, escalations = children
-        requests.inc()
+        tally = self.tally
+        tally.inc(requests)
         if record.prompt_tokens:
-            prompt.inc(record.prompt_tokens)
+            tally.inc(prompt, record.prompt_tokens)
         if record.completion_tokens:
-            completion.inc(record.completion_tokens)
-        cost.inc(record.cost / MICRO)
-        top.inc(record.top_tier_cost / MICRO)
+            tally.inc(completion, record.completion_tokens)
+        tally.inc(cost, record.cost / MICRO)
+        tally.inc(top, record.top_tier_cost / MICRO)
         for step in escalations:
-            step.inc()
+            tally.inc(step)
 
     def _children(
         self,
@@ -147,6 +156,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The exposition: this process's registry, or every worker's through the directory."""
+        self.tally.flush()
         directory = os.environ.get(MULTIPROC_ENV)
         if not directory:
             return generate_latest(self.registry)

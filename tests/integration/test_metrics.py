@@ -162,6 +162,13 @@ def test_two_workers_expose_one_sum(fake: Any, tmp_path: Path) -> None:
         # Both workers write into the one directory a scrape sums (not each its own registry).
         writers = {f.stem.split("_")[-1] for f in shared.glob("*.db")}
         assert len(writers) == 2, sorted(f.name for f in shared.glob("*.db"))
+        # A worker applies its updates a second after they happen (rung.router.tally), so the
+        # other worker's last requests can take that long to reach a scrape.
+        wait_until(
+            lambda: value(scrape(url), "rung_requests_total", tier="small", status="200") == 30,
+            timeout=10,
+            what="both workers' updates applied",
+        )
         for _ in range(6):  # whichever worker answers the scrape reports both workers' sums
             m = scrape(url)
             assert value(m, "rung_http_responses_total", status="200") == 30
