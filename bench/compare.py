@@ -313,6 +313,11 @@ async def measure(
             out[name]["rps_ratio_to_floor"] = round(
                 out[name]["json_c64_rps"] / floor["json_c64_rps"], 3
             )
+            out[name]["cpu_ratio_to_floor"] = round(
+                out[name]["cpu_ms_per_request_c1"] / floor["cpu_ms_per_request_c1"], 3
+            )
+    for name in ["direct", *names]:  # each round's figures, to show the run's own noise
+        out[name]["per_round"] = {k: [round(x, 3) for x in v] for k, v in runs[name].items()}
     return out
 
 
