@@ -5,7 +5,9 @@ under the same routing setup); then the request's embedding and routing decision
 lazily, once, by the caller's `decide`), the stale-tier rule, and the semantic search inside the
 request's scope, each candidate above the similarity threshold checked by the near-miss guard
 (exact rules: numbers, quotes, code, negation, names, options) and then by the learned hit
-verifier at the threshold the error budget set (`cache.max_wrong_hit_rate`).
+verifier at the threshold the error budget set (`cache.max_wrong_hit_rate`). Candidates are
+judged on what this process keeps beside each vector (`Known`: scope, question, tier); only the
+one served is read from the store.
 
 Faults: every store call has a deadline; a call past it is that request's `bypass`. Three
 failures in a row turn the cache off (retried after 1 s, then 2, 4, ... up to 30 s); the outage
@@ -21,10 +23,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from rung.cache.entry import Entry, Vector
-from rung.cache.guard import near_miss
+from rung.cache.guard import Salient, disagreement, salient
 from rung.cache.index import ScopeIndex
 from rung.cache.keys import CacheKey
 from rung.cache.store import CacheStore, Change, StoreError
@@ -45,6 +47,16 @@ STRIKES = 3
 """Consecutive failed store calls before the store counts as down: one slow reply under load
 is that request's bypass, not an outage (and not a rebuild of the index)."""
 CANDIDATES = 4
+
+
+class Known(NamedTuple):
+    """What this process keeps of an indexed entry beside its vector: enough to judge a
+    candidate (guard, verifier, stale tier) without reading it from the store; only the one
+    served is read (with Redis, one round trip per lookup instead of one per candidate)."""
+
+    scope: str
+    text: str
+    tier: str
 
 
 @dataclass(frozen=True)
@@ -99,7 +111,7 @@ class SemanticCache:
         self._groups = dict(groups or {})
         """Tenant -> its sharing group (tenants' `cache_group`)."""
         self._indexes: dict[tuple[str, str], ScopeIndex] = {}
-        self._scopes: dict[tuple[str, str], str] = {}  # (group, key) -> scope, for removals
+        self._known: dict[tuple[str, str], Known] = {}  # (group, key) -> its scope, text, tier
         self._stats: dict[str, Stats] = {}
         self._health = _Health()
         self._watcher: asyncio.Task[None] | None = None
@@ -158,10 +170,10 @@ class SemanticCache:
         """Re-read every entry into fresh indexes, then swap them in: lookups keep the old
         index meanwhile instead of missing everything."""
         indexes: dict[tuple[str, str], ScopeIndex] = {}
-        scopes: dict[tuple[str, str], str] = {}
+        known: dict[tuple[str, str], Known] = {}
         async for entry in self.store.entries():
-            self._index(entry, indexes, scopes)
-        self._indexes, self._scopes = indexes, scopes
+            self._index(entry, indexes, known)
+        self._indexes, self._known = indexes, known
 
     # -- index bookkeeping -------------------------------------------------------------------
 
@@ -174,34 +186,34 @@ class SemanticCache:
         self,
         entry: Entry,
         indexes: dict[tuple[str, str], ScopeIndex] | None = None,
-        scopes: dict[tuple[str, str], str] | None = None,
+        known: dict[tuple[str, str], Known] | None = None,
     ) -> None:
         if entry.vector is None or not self.config.semantic:
             return
         indexes = self._indexes if indexes is None else indexes
-        scopes = self._scopes if scopes is None else scopes
+        known = self._known if known is None else known
         where = (entry.tenant, entry.scope)
         index = indexes.get(where)
         if index is None:
             index = indexes[where] = ScopeIndex(len(entry.vector), self.config.ann_min)
         index.add(entry.key, entry.vector)
-        scopes[(entry.tenant, entry.key)] = entry.scope
+        known[(entry.tenant, entry.key)] = Known(entry.scope, entry.text, entry.tier)
 
     def _unindex(self, group: str, key: str) -> None:
-        scope = self._scopes.pop((group, key), None)
-        if scope is None:
+        known = self._known.pop((group, key), None)
+        if known is None:
             return
-        index = self._indexes.get((group, scope))
+        index = self._indexes.get((group, known.scope))
         if index is not None:
             index.remove(key)
             if not len(index):
-                del self._indexes[(group, scope)]
+                del self._indexes[(group, known.scope)]
 
     def _drop_group(self, group: str) -> None:
         for where in [w for w in self._indexes if w[0] == group]:
             del self._indexes[where]
-        for where in [w for w in self._scopes if w[0] == group]:
-            del self._scopes[where]
+        for where in [w for w in self._known if w[0] == group]:
+            del self._known[where]
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -272,7 +284,7 @@ class SemanticCache:
                 stats.hits_exact += 1
                 return Lookup("hit-exact", entry, 1.0)
             _, decided = await decide()
-            if self._stale(entry, decided):
+            if self._stale(entry.tier, decided):
                 stats.stale_tier_rejections += 1
                 stats.misses += 1
                 return Lookup("miss", rejected="stale-tier")
@@ -287,22 +299,27 @@ class SemanticCache:
             stats.misses += 1
             return Lookup("miss")
         rejected: str | None = None
+        asked: Salient | None = None  # the question's salient parts, once per lookup
         for candidate, similarity in index.search(vector, CANDIDATES):
             if similarity < self.config.similarity_threshold:
                 break
-            found = await self._call(self.store.get(group, candidate))
-            if found is None:
-                self._unindex(group, candidate)  # expired or evicted elsewhere
+            known = self._known.get((group, candidate))
+            if known is None:
                 continue
-            why = near_miss(key.text, found.text)
+            asked = asked or salient(key.text)
+            why = disagreement(asked, salient(known.text))
             if why is not None:
                 rejected = rejected or f"near-miss:{why}"
                 continue
-            if self.verify is not None and not self.verify(key.text, found.text, similarity):
+            if self.verify is not None and not self.verify(key.text, known.text, similarity):
                 rejected = rejected or "verifier"
                 continue
-            if self._stale(found, decided):
+            if self._stale(known.tier, decided):
                 rejected = rejected or "stale-tier"
+                continue
+            found = await self._call(self.store.get(group, candidate))
+            if found is None or found.text != known.text:
+                self._unindex(group, candidate)  # expired or evicted elsewhere
                 continue
             stats.hits_semantic += 1
             return Lookup("hit-semantic", found, round(similarity, 4))
@@ -315,9 +332,10 @@ class SemanticCache:
         stats.misses += 1
         return Lookup("miss", rejected=rejected)
 
-    def _stale(self, entry: Entry, decided: str) -> bool:
-        """A cheap answer is not served to a query now judged to need a bigger tier."""
-        return self.rank.get(entry.tier, -1) < self.rank.get(decided, 0)
+    def _stale(self, tier: str, decided: str) -> bool:
+        """A cheap answer (made by `tier`) is not served to a query now judged to need a
+        bigger tier."""
+        return self.rank.get(tier, -1) < self.rank.get(decided, 0)
 
     async def put(
         self,

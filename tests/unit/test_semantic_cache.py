@@ -102,6 +102,54 @@ async def test_near_misses_are_rejected_and_counted() -> None:
     await cache.aclose()
 
 
+class CountingStore(MemoryStore):
+    """The memory store, counting the entries read."""
+
+    def __init__(self) -> None:
+        super().__init__(100, 10**8, 3600)
+        self.reads: list[str] = []
+
+    async def get(self, tenant: str, key: str) -> Any:
+        self.reads.append(key)
+        return await super().get(tenant, key)
+
+
+async def test_candidates_are_judged_in_process_and_only_the_served_one_is_read() -> None:
+    store = CountingStore()
+    cache = SemanticCache(store, CacheConfig(similarity_threshold=0.9), TIERS)
+    await cache.start()
+    # Three near misses (other numbers) closer to the question than the one rephrasing.
+    for n, lean in [(17, 0.0), (18, 0.001), (19, 0.002)]:
+        await put(cache, f"Janet has {n} eggs. How many are left?", unit(1, lean, 0))
+    await put(cache, "Janet has 16 eggs. How many eggs are left?", unit(1, 0.05, 0))
+    store.reads.clear()
+    asked = key("Janet has 16 eggs. How many are left?")
+    found = await cache.lookup("acme", asked, "r1", Decider(unit(1, 0.01, 0)))
+    assert found.status == "hit-semantic"
+    assert (
+        found.entry is not None and found.entry.text == "Janet has 16 eggs. How many eggs are left?"
+    )
+    # The exact key, then the served entry: none of the three rejected candidates.
+    assert store.reads == [asked.exact, found.entry.key]
+    await cache.aclose()
+
+
+async def test_a_candidate_gone_from_the_store_is_dropped_and_the_next_one_served() -> None:
+    store = CountingStore()
+    cache = SemanticCache(store, CacheConfig(similarity_threshold=0.9), TIERS)
+    await cache.start()
+    await put(cache, "What is the capital of France?", unit(1, 0, 0))
+    await put(cache, "Which city is the capital of France?", unit(1, 0.1, 0))
+    gone = key("What is the capital of France?").exact
+    await store.delete("tenant:acme", gone)  # as another replica's eviction would
+    asked = key("Tell me the capital city of France.")
+    found = await cache.lookup("acme", asked, "r1", Decider(unit(1, 0.01, 0)))
+    assert found.status == "hit-semantic"
+    assert found.entry is not None and found.entry.text == "Which city is the capital of France?"
+    assert cache.health()["indexed"] == 1  # the gone entry left the index
+    await cache.aclose()
+
+
 async def test_the_verifier_has_the_last_word_and_is_counted() -> None:
     seen: list[tuple[str, str, float]] = []
 
