@@ -23,6 +23,7 @@ from rung.router.logs import configure_logging
 from rung.router.metrics import Metrics
 from rung.router.monitor import health_state, monitor
 from rung.router.runtime import Reloader, Runtime, build_routing
+from rung.router.threads import one_blas_thread
 from rung.router.tracing import Tracing
 
 log = logging.getLogger("rung.router")
@@ -80,4 +81,5 @@ def app_from_env() -> FastAPI:
     path = Path(os.environ["RUNG_CONFIG"])
     config = load_config(path)
     configure_logging(config.server.log_level, config.server.log_format)  # a fresh process
+    one_blas_thread()  # a serving process (rung.router.threads)
     return create_app(config, path, freeze_heap=True)
