@@ -169,10 +169,16 @@ class RedisStore:
             _, count, sizes = await self._guard(tx.execute())
         return int(count), sum(int(s) for s in sizes)
 
-    async def watch(self, on_change: Callable[[Change], Awaitable[None]]) -> None:
+    async def watch(
+        self,
+        on_change: Callable[[Change], Awaitable[None]],
+        on_subscribed: Callable[[], None] | None = None,
+    ) -> None:
         pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         try:
             await self._guard(pubsub.subscribe(CHANNEL))
+            if on_subscribed is not None:
+                on_subscribed()
             while True:
                 message = await self._guard(pubsub.get_message(timeout=1.0))
                 if message is None or message.get("type") != "message":

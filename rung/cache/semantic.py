@@ -11,8 +11,11 @@ one served is read from the store.
 
 Faults: every store call has a deadline; a call past it is that request's `bypass`. Three
 failures in a row turn the cache off (retried after 1 s, then 2, 4, ... up to 30 s); the outage
-and the recovery are logged once each, never per request; after recovery the vector index is
-re-read in the background and swapped in whole.
+and the recovery are logged once each, never per request. The vector index follows other
+replicas through the store's change subscription; only when that subscription broke (changes
+may have been missed) is the index re-read, in the background, and swapped in whole, not after
+every outage: a store marked down because this process was too busy to read its replies in
+time missed nothing, and re-reading every entry then only adds load.
 """
 
 from __future__ import annotations
@@ -90,6 +93,10 @@ class _Health:
     """Consecutive failures (reset by any success)."""
     backoff_s: float = RETRY_S
     resync: bool = False
+    """The change subscription broke: changes may have been missed, so the index is re-read
+    once the subscription is back (a store marked down while it held, e.g. a loop too busy to
+    read replies in time, missed nothing)."""
+    subscribed: bool = False
 
 
 class SemanticCache:
@@ -142,13 +149,30 @@ class SemanticCache:
     async def _watch(self) -> None:
         while True:
             try:
-                await self.store.watch(self._on_change)
+                await self.store.watch(self._on_change, self._subscribed)
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the subscription broke: retry
+            except Exception as exc:  # the subscription broke: retry, then re-read the index
+                self._health.subscribed = False
+                self._health.resync = True
                 self._failed(exc)
                 await asyncio.sleep(RETRY_S)
+
+    def _subscribed(self) -> None:
+        self._health.subscribed = True
+        if self._health.resync:
+            self._resync()
+
+    def _resync(self) -> None:
+        """Re-read the index in the background (changes may have been missed meanwhile)."""
+        self._health.resync = False
+        log.warning(
+            "rebuilding the vector index (the change subscription broke: changes may be missed)"
+        )
+        task = asyncio.create_task(self._rebuild_or_fail())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _on_change(self, change: Change) -> None:
         if change.key is None:
@@ -159,11 +183,12 @@ class SemanticCache:
             self._index(entry)
 
     async def _rebuild_or_fail(self) -> None:
-        """A rebuild in the background: a store that fails again marks the cache down (and
-        is retried), never an unretrieved task exception."""
+        """A rebuild in the background: a store that fails again marks the cache down and
+        the index for another re-read, never an unretrieved task exception."""
         try:
             await self._rebuild()
         except Exception as exc:
+            self._health.resync = True
             self._failed(exc)
 
     async def _rebuild(self) -> None:
@@ -239,16 +264,13 @@ class SemanticCache:
             )
 
     def _recovered(self) -> None:
-        self._health.strikes = 0
-        if self._health.down_since is not None:
-            log.warning(
-                "cache store is back after %.1fs; rebuilding the vector index",
-                self.clock() - self._health.down_since,
-            )
-            self._health.down_since = None
-            task = asyncio.create_task(self._rebuild_or_fail())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        health = self._health
+        health.strikes = 0
+        if health.down_since is not None:
+            log.warning("cache store is back after %.1fs", self.clock() - health.down_since)
+            health.down_since = None
+        if health.resync and health.subscribed:  # a re-read that failed: again
+            self._resync()
 
     async def _call(self, call: Awaitable[T]) -> T:
         async with asyncio.timeout(self.config.redis_timeout_ms / 1000):

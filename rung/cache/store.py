@@ -49,9 +49,14 @@ class CacheStore(Protocol):
     async def usage(self, tenant: str) -> tuple[int, int]:
         """(entries, bytes) of a tenant."""
 
-    async def watch(self, on_change: Callable[[Change], Awaitable[None]]) -> None:
+    async def watch(
+        self,
+        on_change: Callable[[Change], Awaitable[None]],
+        on_subscribed: Callable[[], None] | None = None,
+    ) -> None:
         """Call `on_change` for other replicas' changes until cancelled (returns at once when
-        nothing is shared)."""
+        nothing is shared); `on_subscribed` once the subscription is in place, before any
+        change it delivers."""
 
     async def aclose(self) -> None: ...
 
@@ -134,7 +139,11 @@ class MemoryStore:
         space = self._tenants.get(tenant)
         return (len(space.entries), space.bytes) if space else (0, 0)
 
-    async def watch(self, on_change: Callable[[Change], Awaitable[None]]) -> None:
+    async def watch(
+        self,
+        on_change: Callable[[Change], Awaitable[None]],
+        on_subscribed: Callable[[], None] | None = None,
+    ) -> None:
         return None
 
     async def aclose(self) -> None:

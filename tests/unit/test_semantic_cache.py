@@ -3,6 +3,7 @@ stale-tier rule, sharing groups, faults. Vectors are chosen by hand: no embedder
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -126,9 +127,8 @@ async def test_candidates_are_judged_in_process_and_only_the_served_one_is_read(
     asked = key("Janet has 16 eggs. How many are left?")
     found = await cache.lookup("acme", asked, "r1", Decider(unit(1, 0.01, 0)))
     assert found.status == "hit-semantic"
-    assert (
-        found.entry is not None and found.entry.text == "Janet has 16 eggs. How many eggs are left?"
-    )
+    assert found.entry is not None
+    assert found.entry.text == "Janet has 16 eggs. How many eggs are left?"
     # The exact key, then the served entry: none of the three rejected candidates.
     assert store.reads == [asked.exact, found.entry.key]
     await cache.aclose()
@@ -145,7 +145,8 @@ async def test_a_candidate_gone_from_the_store_is_dropped_and_the_next_one_serve
     asked = key("Tell me the capital city of France.")
     found = await cache.lookup("acme", asked, "r1", Decider(unit(1, 0.01, 0)))
     assert found.status == "hit-semantic"
-    assert found.entry is not None and found.entry.text == "Which city is the capital of France?"
+    assert found.entry is not None
+    assert found.entry.text == "Which city is the capital of France?"
     assert cache.health()["indexed"] == 1  # the gone entry left the index
     await cache.aclose()
 
@@ -281,6 +282,73 @@ async def test_single_slow_replies_are_bypasses_not_outages(caplog: pytest.LogCa
     assert cache.health()["available"] is True
     assert rebuilt[0] == 0
     assert not any("unavailable" in r.message for r in caplog.records)
+    await cache.aclose()
+
+
+class SubscribedStore(FlakyStore):
+    """A flaky store with a change subscription: it breaks `breaks` times, then holds."""
+
+    def __init__(self, breaks: int = 0) -> None:
+        super().__init__()
+        self.breaks = breaks
+
+    async def watch(self, on_change: Any, on_subscribed: Any = None) -> None:
+        if on_subscribed is not None:
+            on_subscribed()
+        if self.breaks:
+            self.breaks -= 1
+            raise StoreError("subscription connection reset")
+        await asyncio.Event().wait()  # holds until cancelled
+
+
+def count_rebuilds(cache: SemanticCache) -> list[int]:
+    rebuilt = [0]
+    original = cache._rebuild
+
+    async def counting() -> None:
+        rebuilt[0] += 1
+        await original()
+
+    cache._rebuild = counting  # type: ignore[method-assign]
+    return rebuilt
+
+
+async def test_an_outage_with_the_subscription_held_keeps_the_index(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A store marked down while its change subscription held (a busy loop late reading
+    replies) missed nothing: the index is kept, not re-read."""
+    now = [0.0]
+    store = SubscribedStore()
+    cache = SemanticCache(store, CacheConfig(similarity_threshold=0.9), TIERS, clock=lambda: now[0])
+    await cache.start()
+    rebuilt = count_rebuilds(cache)
+    await put(cache, "What is the capital of France?", unit(1, 0, 0))
+    store.down = True
+    for _ in range(3):
+        await cache.lookup("acme", key("hi"), "r1", Decider(unit(0, 1, 0)))
+    assert cache.health()["available"] is False
+    store.down = False
+    now[0] += 2.0
+    found = await cache.lookup(
+        "acme", key("Tell me the capital city of France."), "r1", Decider(unit(1, 0.01, 0))
+    )
+    assert found.status == "hit-semantic"
+    await asyncio.sleep(0.05)
+    assert rebuilt[0] == 0
+    assert sum("is back after" in r.message for r in caplog.records) == 1
+    await cache.aclose()
+
+
+async def test_a_broken_subscription_rereads_the_index_once_it_is_back() -> None:
+    store = SubscribedStore(breaks=1)
+    cache = SemanticCache(store, CacheConfig(), TIERS)
+    await cache.start()  # reads the index, then watches: the first watch breaks at once
+    rebuilt = count_rebuilds(cache)
+    await asyncio.sleep(0.2)
+    assert rebuilt[0] == 0  # not while the subscription is down
+    await asyncio.sleep(1.1)  # the retry a second later subscribes again: one re-read
+    assert rebuilt[0] == 1
     await cache.aclose()
 
 
