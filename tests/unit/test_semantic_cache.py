@@ -265,14 +265,7 @@ async def test_single_slow_replies_are_bypasses_not_outages(caplog: pytest.LogCa
     cache = SemanticCache(store, CacheConfig(), TIERS, clock=lambda: now[0])
     await cache.start()
     await put(cache, "hi", unit(1, 0))
-    rebuilt = [0]
-    original = cache._rebuild
-
-    async def counting() -> None:
-        rebuilt[0] += 1
-        await original()
-
-    cache._rebuild = counting  # type: ignore[method-assign]
+    rebuilt = count_rebuilds(cache)
     statuses = []
     for i in range(30):
         store.down = i % 5 == 0  # one failure in five calls: a flapping, live store
