@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import orjson
@@ -25,6 +25,22 @@ from rung.redisconn import connect
 log = logging.getLogger("rung.router")
 PREFIX = "rung:conv:"
 TIMEOUT_S = 0.05
+RAISE = """
+-- KEYS[1] the conversation; ARGV[1] the tier that answered, ARGV[2] the TTL in seconds,
+-- ARGV[3..] the ladder, smallest tier first. One step, so two replicas raising the same
+-- conversation at once can never lower it (a read then a write could).
+local function rank(name)
+  for i = 3, #ARGV do
+    if ARGV[i] == name then return i end
+  end
+  return -1
+end
+local tier = ARGV[1]
+local current = redis.call('GET', KEYS[1])
+if current and rank(current) >= rank(tier) then tier = current end
+redis.call('SET', KEYS[1], tier, 'EX', ARGV[2])
+return tier
+"""
 
 
 def conversation_key(tenant: str, payload: dict[str, Any], answer: str | None = None) -> str | None:
@@ -67,7 +83,10 @@ def _first(messages: list[Any], role: str) -> dict[str, Any] | None:
 class Conversations(Protocol):
     async def floor(self, key: str) -> str | None: ...
 
-    async def raise_to(self, key: str, tier: str, rank: Callable[[str], int]) -> None: ...
+    async def raise_to(self, key: str, tier: str, ladder: Sequence[str]) -> None:
+        """The conversation's tier is at least `tier` from now on (`ladder`: the served tiers'
+        names, smallest first; a stored name not on it ranks below all)."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -90,9 +109,9 @@ class MemoryConversations:
             return None
         return found[0]
 
-    async def raise_to(self, key: str, tier: str, rank: Callable[[str], int]) -> None:
+    async def raise_to(self, key: str, tier: str, ladder: Sequence[str]) -> None:
         current = await self.floor(key)
-        if current is not None and rank(current) >= rank(tier):
+        if current is not None and _rank(ladder, current) >= _rank(ladder, tier):
             tier = current
         self._tiers[key] = (tier, self.clock())  # a turn refreshes the TTL
         self._tiers.move_to_end(key)
@@ -107,6 +126,7 @@ class RedisConversations:
     def __init__(self, url: str, ttl_s: float) -> None:
         self.ttl_s = ttl_s
         self._client = connect(url, 0.5)
+        self._raise = self._client.register_script(RAISE)
         self._warned = False
 
     async def floor(self, key: str) -> str | None:
@@ -119,13 +139,12 @@ class RedisConversations:
         self._warned = False
         return value.decode() if isinstance(value, bytes) else value
 
-    async def raise_to(self, key: str, tier: str, rank: Callable[[str], int]) -> None:
-        current = await self.floor(key)
-        if current is not None and rank(current) >= rank(tier):
-            tier = current
+    async def raise_to(self, key: str, tier: str, ladder: Sequence[str]) -> None:
         try:
             async with asyncio.timeout(TIMEOUT_S):
-                await self._client.set(PREFIX + key, tier, ex=max(1, int(self.ttl_s)))
+                await self._raise(
+                    keys=[PREFIX + key], args=[tier, max(1, int(self.ttl_s)), *ladder]
+                )
         except Exception as exc:
             self._warn(exc)
 
@@ -136,3 +155,7 @@ class RedisConversations:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _rank(ladder: Sequence[str], name: str) -> int:
+    return ladder.index(name) if name in ladder else -1

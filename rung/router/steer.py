@@ -18,6 +18,7 @@ class Steering:
     def __init__(self, config: RungConfig, conversations: Conversations | None) -> None:
         self.config = config
         self.conversations = conversations
+        self.ladder = tuple(t.name for t in config.tiers)
 
     async def steer(
         self,
@@ -50,9 +51,4 @@ class Steering:
         )
         if key is None:
             return
-        await self.conversations.raise_to(key, self.config.tiers[served.tier].name, self._rank)
-
-    def _rank(self, name: str) -> int:
-        """A stored tier's place in this config's ladder (-1: a tier no longer served)."""
-        index = self.config.tier_index(name)
-        return -1 if index is None else index
+        await self.conversations.raise_to(key, self.ladder[served.tier], self.ladder)

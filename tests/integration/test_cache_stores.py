@@ -261,17 +261,28 @@ async def test_conversation_tiers_in_redis_are_shared_and_only_go_up(
 
     one = RedisConversations(redis_server.url, ttl_s=60)
     two = RedisConversations(redis_server.url, ttl_s=60)  # another replica
-    rank = {"small": 0, "large": 1}.__getitem__
+    ladder = ("small", "large")
     try:
         assert await two.floor("c") is None
-        await one.raise_to("c", "large", rank)
-        await two.raise_to("c", "small", rank)
+        await one.raise_to("c", "large", ladder)
+        await two.raise_to("c", "small", ladder)
         assert await two.floor("c") == "large"
         assert await one.floor("c") == "large"
+        # At the same moment on two replicas: a read-then-write let the later write lower it.
+        for turn in range(20):
+            await asyncio.gather(
+                one.raise_to(f"race{turn}", "large", ladder),
+                two.raise_to(f"race{turn}", "small", ladder),
+            )
+            assert await one.floor(f"race{turn}") == "large"
+        # A tier stored under an older config and no longer served ranks below every tier.
+        await one.raise_to("d", "retired", ("retired", "small", "large"))
+        await two.raise_to("d", "small", ladder)
+        assert await one.floor("d") == "small"
     finally:
         await one.aclose()
         await two.aclose()
     gone = RedisConversations(f"redis://127.0.0.1:{free_port()}/0", ttl_s=60)
     assert await gone.floor("c") is None  # no Redis: the turn is routed alone, nothing raised
-    await gone.raise_to("c", "large", rank)
+    await gone.raise_to("c", "large", ladder)
     await gone.aclose()

@@ -88,7 +88,7 @@ def test_a_conversation_is_keyed_by_its_opening_and_first_answer() -> None:
 async def test_memory_conversations_only_go_up_expire_and_are_bounded() -> None:
     now = [0.0]
     store = MemoryConversations(2, ttl_s=10, clock=lambda: now[0])
-    rank = {"small": 0, "large": 1}.__getitem__
+    rank = ("small", "large")  # the ladder, smallest first
     await store.raise_to("c1", "large", rank)
     await store.raise_to("c1", "small", rank)  # never down
     assert await store.floor("c1") == "large"
