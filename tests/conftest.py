@@ -24,8 +24,8 @@ def gateway(loop_thread: LoopThread) -> Iterator[Callable[..., Gateway]]:
     """Factory: serve rung for a config on a free loopback port; stopped after the test."""
     started: list[Gateway] = []
 
-    def start(config: RungConfig, source: Path | None = None, freeze_heap: bool = False) -> Gateway:
-        gw = Gateway(loop_thread, config, source, freeze_heap)
+    def start(config: RungConfig, source: Path | None = None, serving: bool = False) -> Gateway:
+        gw = Gateway(loop_thread, config, source, serving)
         started.append(gw)
         return gw
 

@@ -30,12 +30,11 @@ log = logging.getLogger("rung.router")
 __all__ = ["build_routing", "check_routing", "create_app", "prepare_routing"]
 
 
-def create_app(
-    config: RungConfig, source: Path | None = None, freeze_heap: bool = False
-) -> FastAPI:
+def create_app(config: RungConfig, source: Path | None = None, serving: bool = False) -> FastAPI:
     """The gateway. With `source` (the config file) it can reload: POST /admin/reload, SIGHUP,
-    or the file changing. With `freeze_heap` (a serving process) the startup heap is frozen
-    out of the garbage collector's full passes (rung.router.heap)."""
+    or the file changing. With `serving` (the app of a `rung serve` process or worker) the
+    startup heap is frozen out of the garbage collector's full passes (rung.router.heap) and
+    numpy's BLAS runs on one thread (rung.router.threads)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,9 +50,10 @@ def create_app(
         app.state.source = source
         app.state.tracing = Tracing(config.tracing) if config.tracing.exporter != "none" else None
         app.state.started = int(time.time())
-        if freeze_heap:
+        if serving:
+            one_blas_thread()
             heap.freeze()
-        reloader = Reloader(app, source, freeze_heap) if source is not None else None
+        reloader = Reloader(app, source, serving) if source is not None else None
         if reloader is not None:
             reloader.start()
         try:
@@ -81,5 +81,4 @@ def app_from_env() -> FastAPI:
     path = Path(os.environ["RUNG_CONFIG"])
     config = load_config(path)
     configure_logging(config.server.log_level, config.server.log_format)  # a fresh process
-    one_blas_thread()  # a serving process (rung.router.threads)
-    return create_app(config, path, freeze_heap=True)
+    return create_app(config, path, serving=True)

@@ -15,7 +15,6 @@ from uvicorn.config import LOGGING_CONFIG
 from rung.config import RungConfig
 from rung.router.app import create_app
 from rung.router.metrics import MULTIPROC_ENV
-from rung.router.threads import one_blas_thread
 
 
 def sigterm_exits() -> None:
@@ -47,8 +46,7 @@ def serve(config: RungConfig, workers: int = 1, config_path: Path | None = None)
             os.environ[MULTIPROC_ENV] = metrics_dir
         app = "rung.router.app:app_from_env"
     else:
-        one_blas_thread()  # each worker does the same in app_from_env
-        app = create_app(config, config_path, freeze_heap=True)
+        app = create_app(config, config_path, serving=True)
     try:
         uvicorn.run(
             app,

@@ -10,16 +10,23 @@ across requests and workers instead; onnxruntime's own pool is set by `routing.e
 
 from __future__ import annotations
 
+import logging
+
 from threadpoolctl import threadpool_info, threadpool_limits
+
+log = logging.getLogger("rung.router")
 
 
 def one_blas_thread() -> dict[str, int]:
-    """Limit the BLAS libraries loaded so far (numpy's) to one thread; returns each one's
-    threads before, by library."""
+    """Limit the BLAS libraries loaded so far (numpy's) to one thread, logged once; returns
+    each one's threads before, by library."""
     before = {
         pool["internal_api"]: int(pool["num_threads"])
         for pool in threadpool_info()
         if pool["user_api"] == "blas"
     }
     threadpool_limits(limits=1, user_api="blas")
+    if any(threads > 1 for threads in before.values()):
+        shown = ", ".join(f"{name} {threads}" for name, threads in before.items())
+        log.info("numpy's BLAS on one thread per process (was: %s)", shown)
     return before

@@ -71,13 +71,13 @@ class Gateway:
         loop: LoopThread,
         config: RungConfig,
         source: Path | None = None,
-        freeze_heap: bool = False,
+        serving: bool = False,
     ) -> None:
         self.loop = loop
         self.config = config
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(config, source, freeze_heap)
+        self.app = create_app(config, source, serving)
         uv_config = uvicorn.Config(
             self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
         )

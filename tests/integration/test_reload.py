@@ -108,7 +108,7 @@ def test_a_served_heap_is_frozen_and_a_reload_lets_the_old_runtime_go(fake, gate
     path = tmp_path / "rung.yaml"
     write(path, fake("small"), BOTH)
     try:
-        gw = gateway(load_config(path), path, freeze_heap=True)
+        gw = gateway(load_config(path), path, serving=True)
         assert gc.get_freeze_count() > 0
         old = weakref.ref(gw.app.state.runtime)
         write(path, fake("small"), BOTH[:1])
