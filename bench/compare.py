@@ -262,10 +262,38 @@ def main() -> None:
         "targets": results,
         "skipped": skipped,
         "metrics_record_us_per_request": metrics_cost_us(),
+        "escalation_signals_us_per_answer": signals_cost_us(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
+
+
+def signals_cost_us(rounds: int = 5) -> dict[str, float]:
+    """In process: median microseconds to read an answer's confidence signals (what escalation
+    judges every routed answer on), for answers of 20 and 200 tokens with the five alternatives
+    per token that rung asks a backend for."""
+    from rung.router.escalate import TOP_LOGPROBS, body_signals
+
+    out = {}
+    for tokens in (20, 200):
+        content = [
+            {"token": f"t{i}", "logprob": -0.01 * (i % 7), "bytes": [116, 49],
+             "top_logprobs": [{"token": f"a{k}", "logprob": -0.5 * k, "bytes": [97, 49]}
+                              for k in range(TOP_LOGPROBS)]}
+            for i in range(tokens)
+        ]  # fmt: skip
+        body = {"choices": [{"message": {"content": "four " * tokens},
+                             "logprobs": {"content": content}, "finish_reason": "stop"}]}  # fmt: skip
+        repeat = max(1, 20_000 // tokens)
+        samples = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(repeat):
+                body_signals(body, False)
+            samples.append((time.perf_counter() - started) / repeat * 1e6)
+        out[f"{tokens}_tokens"] = round(statistics.median(samples), 1)
+    return out
 
 
 async def measure(

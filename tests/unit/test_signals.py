@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rung.confidence.signals import (
     Signals,
@@ -43,6 +45,29 @@ def test_token_scores_reads_openai_logprobs_content() -> None:
 )
 def test_top_entropy(logprobs: list[float], expected: float) -> None:
     assert top_entropy(logprobs) == pytest.approx(expected)
+
+
+@given(st.lists(st.floats(min_value=-50.0, max_value=0.5, allow_nan=False), min_size=1, max_size=8))
+def test_token_scores_entropy_is_top_entropy_of_the_alternatives(alternatives: list[float]) -> None:
+    # token_scores computes the entropy in one pass over the JSON; top_entropy is the definition
+    content = [{"logprob": -0.1, "top_logprobs": [{"logprob": lp} for lp in alternatives]}]
+    (score,) = token_scores(content)
+    assert score.entropy == pytest.approx(top_entropy(alternatives), abs=1e-12)
+
+
+def test_token_scores_skips_malformed_alternatives_and_entries() -> None:
+    content = [
+        "not an entry",
+        {"logprob": -1.0, "top_logprobs": [{"logprob": math.log(0.5)}, "x", {"logprob": "-1"},
+                                           {"logprob": False}, {"token": "no logprob"}]},
+        {"logprob": -1.0, "top_logprobs": {"logprob": -1.0}},  # not a list: no alternatives
+        {"logprob": -1.0, "top_logprobs": []},  # none sent
+    ]  # fmt: skip
+    scores = token_scores(content)
+    assert [s.logprob for s in scores] == [-1.0, -1.0, -1.0]
+    assert scores[0].entropy == pytest.approx(math.log(2))  # only the one valid alternative
+    assert scores[1].entropy == 0.0  # all the mass is "the rest": certain
+    assert scores[2].entropy is None
 
 
 @pytest.mark.parametrize(
