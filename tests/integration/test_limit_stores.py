@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from rung.config import LimitsConfig
 from rung.tenants.counters import Hold
@@ -116,3 +117,33 @@ async def test_usage_records_and_sums(stores: Any) -> None:
     assert summary["saved_usd"] == pytest.approx(220 / 1e6)
     assert summary["by_tier"]["small"]["requests"] == 2
     assert summary["by_tier"]["small"]["cache_hits"] == 1
+
+
+async def test_the_usage_log_keeps_the_newest_records_up_to_its_bound(
+    redis_server: RedisServer,
+) -> None:
+    limits = LimitsConfig(store="redis", redis_url=redis_server.url, usage_records_max=3)
+    built = build_stores(limits)
+    usage = built[2]
+    try:
+        for t in range(5):
+            record = UsageRecord("bounded", float(t), ["small"], ["m"], 1, 2, 3, 4, None, None,
+                                 1.0, 200, tier="small", day="2026-12-03", month="2026-12",
+                                 extra={"note": t})  # fmt: skip
+            await usage.append(record)
+        rows = await usage.records("bounded", 0)
+        assert [r["time"] for r in rows] == [2.0, 3.0, 4.0]  # oldest first, two dropped
+        assert rows[-1]["extra"] == {"note": 4}
+        assert rows[-1]["tiers"] == ["small"]
+        for period, seconds in (("2026-12-03", 3 * 86_400), ("2026-12", 40 * 86_400)):
+            sums = await usage.sums("bounded", period)
+            assert sums == {"small:requests": 5, "small:prompt_tokens": 5,
+                            "small:completion_tokens": 10, "small:cost": 15,
+                            "small:top_tier_cost": 20}  # fmt: skip
+            raw = aioredis.Redis.from_url(redis_server.url)
+            ttl = await raw.ttl(f"rung:usage-sum:bounded:{period}")
+            await raw.aclose()
+            assert seconds - 60 < ttl <= seconds  # the sums expire with their period
+    finally:
+        for store in built:
+            await store.aclose()
