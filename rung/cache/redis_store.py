@@ -32,6 +32,34 @@ PREFIX = "rung:"
 CHANNEL = f"{PREFIX}cache:events"
 BATCH = 500
 
+PUT = """
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4])
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+if #gone > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
+end
+local extra = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[6])
+if extra > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[2], extra)
+  for i = 1, #popped, 2 do
+    gone[#gone + 1] = popped[i]
+    redis.call('DEL', ARGV[7] .. popped[i])
+  end
+end
+for i = 1, #gone, 500 do
+  redis.call('HDEL', KEYS[3], unpack(gone, i, math.min(i + 499, #gone)))
+end
+redis.call('PUBLISH', ARGV[8], ARGV[9])
+return gone
+"""
+"""One entry in, in one script: store it, forget the keys whose entries Redis has expired, keep
+the newest `max_entries` (the evicted entries deleted), tell the other replicas. Returns the
+keys that left. Atomic, and one round trip where two transactions were (a replica's put could
+interleave with another's between them)."""
+
 
 def _entry_key(tenant: str, key: str) -> str:
     return f"{PREFIX}cache:{tenant}:{key}"
@@ -61,6 +89,7 @@ class RedisStore:
         self.clock = clock
         self.origin = uuid.uuid4().hex
         self._client: aioredis.Redis = connect(url, max(timeout_s, 0.5))
+        self._put = self._client.register_script(PUT)
 
     async def _guard(self, call: Awaitable[Any]) -> Any:
         return await guarded(call, StoreError)
@@ -84,37 +113,25 @@ class RedisStore:
 
     async def put(self, entry: Entry) -> list[str]:
         tenant = entry.tenant
-        now = self.clock()
-        async with self._client.pipeline(transaction=True) as tx:
-            tx.hset(_entry_key(tenant, entry.key), mapping=entry.encode())  # type: ignore[arg-type]
-            tx.expire(_entry_key(tenant, entry.key), max(1, int(self.ttl_s)))
-            tx.zadd(_keys_of(tenant), {entry.key: entry.created})
-            tx.hset(_bytes_of(tenant), entry.key, entry.size)
-            # Forget keys whose entries Redis has expired, then keep the newest max_entries.
-            tx.zrangebyscore(_keys_of(tenant), "-inf", now - self.ttl_s)
-            tx.zremrangebyscore(_keys_of(tenant), "-inf", now - self.ttl_s)
-            tx.zcard(_keys_of(tenant))
-            results = await self._guard(tx.execute())
-        expired = [k.decode() for k in results[4]]
-        extra = int(results[6]) - self.max_entries
-        evicted = list(expired)
-        async with self._client.pipeline(transaction=True) as tx:
-            if extra > 0:
-                tx.zpopmin(_keys_of(tenant), extra)
-            if expired:
-                tx.hdel(_bytes_of(tenant), *expired)
-            tx.publish(
-                CHANNEL, orjson.dumps({"origin": self.origin, "tenant": tenant, "key": entry.key})
-            )
-            results = await self._guard(tx.execute())
-        if extra > 0:
-            oldest = [k.decode() for k, _ in results[0]]
-            evicted += oldest
-            async with self._client.pipeline(transaction=False) as tx:
-                tx.delete(*(_entry_key(tenant, k) for k in oldest))
-                tx.hdel(_bytes_of(tenant), *oldest)
-                await self._guard(tx.execute())
-        return evicted
+        fields: list[bytes | str | float | int] = []
+        for name, value in entry.encode().items():
+            fields += (name, value)
+        message = orjson.dumps({"origin": self.origin, "tenant": tenant, "key": entry.key})
+        keys = [_entry_key(tenant, entry.key), _keys_of(tenant), _bytes_of(tenant)]
+        args = [
+            max(1, int(self.ttl_s)),
+            entry.created,
+            entry.key,
+            entry.size,
+            self.clock() - self.ttl_s,
+            self.max_entries,
+            _entry_key(tenant, ""),
+            CHANNEL,
+            message,
+            *fields,
+        ]
+        evicted = await self._guard(self._put(keys=keys, args=args))
+        return [k.decode() for k in evicted]
 
     async def delete(self, tenant: str, key: str) -> None:
         async with self._client.pipeline(transaction=True) as tx:

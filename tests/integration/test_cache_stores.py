@@ -99,9 +99,11 @@ async def test_entries_expire_after_the_ttl(make_store: Callable[..., CacheStore
     store = make_store(clock=clock)
     await store.put(entry("old", created=clock.now))
     clock.now += TTL + 1
-    await store.put(entry("new", created=clock.now))
+    new = entry("new", created=clock.now)
+    await store.put(new)
     assert await store.get("acme", "old") is None
     assert await store.get("acme", "new") is not None
+    assert await store.usage("acme") == (1, new.size)  # its size is no longer counted
     assert [e.key async for e in store.entries()] == ["new"]
 
 
@@ -114,6 +116,7 @@ async def test_the_oldest_entries_are_evicted_beyond_max_entries(
     evicted = await store.put(entry("c", created=1_000_002.0))
     assert evicted == ["a"]
     assert await store.get("acme", "a") is None
+    assert await store.usage("acme") == (2, entry("b").size + entry("c").size)
     assert {e.key async for e in store.entries()} == {"b", "c"}
 
 
