@@ -3,6 +3,7 @@ settings and the translation of Redis and socket failures into the store's own e
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
@@ -13,18 +14,29 @@ from redis.exceptions import RedisError
 
 
 def connect(url: str, timeout_s: float) -> aioredis.Redis:
-    """A client that fails fast: the stores decide what a failure means, not redis-py."""
+    """A client that fails fast: the stores decide what a failure means, not redis-py.
+
+    Connecting is bounded by `timeout_s`; a command is bounded by the caller (`guarded`), not
+    by redis-py's `socket_timeout`: that wraps every send and every read in `asyncio.wait_for`,
+    a task and extra loop turns each, about a quarter of a command's CPU in the gateway. A
+    command cut short by its deadline drops its connection (redis-py's own rule on
+    cancellation), so no late reply is ever read as another command's.
+    """
     return aioredis.Redis.from_url(
         url,
-        socket_timeout=timeout_s,
+        socket_timeout=None,
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), 1),  # once, at once: a connection gone stale after a restart
     )
 
 
-async def guarded(call: Awaitable[Any], error: type[Exception]) -> Any:
-    """Await a Redis call; any Redis or socket failure is raised as `error`."""
+async def guarded(call: Awaitable[Any], error: type[Exception], timeout_s: float | None) -> Any:
+    """Await a Redis call within `timeout_s` (None: no deadline); any Redis or socket failure,
+    a missed deadline included, is raised as `error`."""
     try:
-        return await call
+        async with asyncio.timeout(timeout_s):
+            return await call
+    except TimeoutError:
+        raise error(f"redis: no reply within {timeout_s:g}s") from None
     except (RedisError, OSError) as exc:
         raise error(f"redis: {exc}") from None

@@ -88,11 +88,13 @@ class RedisStore:
         self.dimension = dimension
         self.clock = clock
         self.origin = uuid.uuid4().hex
-        self._client: aioredis.Redis = connect(url, max(timeout_s, 0.5))
+        self._timeout_s = max(timeout_s, 0.5)
+        """Each command's deadline; the cache's request path sets a tighter one around it."""
+        self._client: aioredis.Redis = connect(url, self._timeout_s)
         self._put = self._client.register_script(PUT)
 
     async def _guard(self, call: Awaitable[Any]) -> Any:
-        return await guarded(call, StoreError)
+        return await guarded(call, StoreError, self._timeout_s)
 
     async def start(self) -> None:
         await self._guard(self._client.ping())
@@ -197,7 +199,8 @@ class RedisStore:
             if on_subscribed is not None:
                 on_subscribed()
             while True:
-                message = await self._guard(pubsub.get_message(timeout=1.0))
+                # get_message has its own deadline: no message within it is None, not a fault
+                message = await guarded(pubsub.get_message(timeout=1.0), StoreError, None)
                 if message is None or message.get("type") != "message":
                     continue
                 try:

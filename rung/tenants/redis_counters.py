@@ -101,8 +101,8 @@ def client(url: str, timeout_s: float) -> aioredis.Redis:
     return connect(url, timeout_s)
 
 
-async def guard(call: Awaitable[Any]) -> Any:
-    return await guarded(call, CounterError)
+async def guard(call: Awaitable[Any], timeout_s: float) -> Any:
+    return await guarded(call, CounterError, timeout_s)
 
 
 def _key(tenant: str, period: str) -> str:
@@ -121,6 +121,7 @@ def _keys(tenant: str, day: str, month: str) -> list[str]:
 class RedisLedger:
     def __init__(self, url: str, timeout_s: float) -> None:
         self._redis = client(url, timeout_s)
+        self._timeout_s = timeout_s
         self._reserve = self._redis.register_script(RESERVE)
         self._settle = self._redis.register_script(SETTLE)
         self._spend = self._redis.register_script(SPEND)
@@ -131,16 +132,16 @@ class RedisLedger:
         member = f"{hold.id}:{hold.amount}"
         args: list[str | int] = [hold.amount, *limits, DAY_TTL, MONTH_TTL, member]
         args.append(int(hold.lease_s * 1000))
-        return bool(await guard(self._reserve(keys=keys, args=args)))
+        return bool(await guard(self._reserve(keys=keys, args=args), self._timeout_s))
 
     async def settle(self, hold: Hold, actual: int) -> None:
         keys = _keys(hold.tenant, hold.day, hold.month)
         args: list[str | int] = [hold.amount, actual, DAY_TTL, MONTH_TTL]
         args.append(f"{hold.id}:{hold.amount}")
-        await guard(self._settle(keys=keys, args=args))
+        await guard(self._settle(keys=keys, args=args), self._timeout_s)
 
     async def spend(self, tenant: str, day: str, month: str) -> Spend:
-        values = await guard(self._spend(keys=_keys(tenant, day, month), args=[]))
+        values = await guard(self._spend(keys=_keys(tenant, day, month), args=[]), self._timeout_s)
         return Spend(*(int(v or 0) for v in values))
 
     async def aclose(self) -> None:
@@ -150,6 +151,7 @@ class RedisLedger:
 class RedisRateLimiter:
     def __init__(self, url: str, timeout_s: float) -> None:
         self._redis = client(url, timeout_s)
+        self._timeout_s = timeout_s
         self._admit = self._redis.register_script(ADMIT)
 
     async def admit(
@@ -166,11 +168,13 @@ class RedisRateLimiter:
             tokens,
         ]
         key = f"rung:rate:{tenant}:{minute}"
-        allowed, requests, used = await guard(self._admit(keys=[key], args=args))
+        allowed, requests, used = await guard(self._admit(keys=[key], args=args), self._timeout_s)
         return Admission(bool(allowed), int(requests), int(used))
 
     async def adjust(self, tenant: str, minute: int, tokens: int) -> None:
-        await guard(self._redis.hincrby(f"rung:rate:{tenant}:{minute}", "tokens", tokens))
+        await guard(
+            self._redis.hincrby(f"rung:rate:{tenant}:{minute}", "tokens", tokens), self._timeout_s
+        )
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -158,6 +158,7 @@ the client's per-command work."""
 class RedisUsage:
     def __init__(self, url: str, timeout_s: float, max_records: int) -> None:
         self._redis = client(url, timeout_s)
+        self._timeout_s = timeout_s
         self.max_records = max(1, max_records)
         self._append = self._redis.register_script(APPEND)
 
@@ -176,10 +177,10 @@ class RedisUsage:
         ]
         for name, value in sum_fields(record):
             args += (name, value)
-        await guard(self._append(keys=keys, args=args))
+        await guard(self._append(keys=keys, args=args), self._timeout_s)
 
     async def records(self, tenant: str, since: float) -> list[dict[str, Any]]:
-        rows = await guard(self._redis.lrange(f"rung:usage:{tenant}", 0, -1))
+        rows = await guard(self._redis.lrange(f"rung:usage:{tenant}", 0, -1), self._timeout_s)
         out = []
         for raw in reversed(rows):  # oldest first
             try:
@@ -191,7 +192,7 @@ class RedisUsage:
         return out
 
     async def sums(self, tenant: str, period: str) -> dict[str, int]:
-        raw = await guard(self._redis.hgetall(f"rung:usage-sum:{tenant}:{period}"))
+        raw = await guard(self._redis.hgetall(f"rung:usage-sum:{tenant}:{period}"), self._timeout_s)
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def aclose(self) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +16,7 @@ from rung.config import LimitsConfig
 from rung.tenants.counters import Hold
 from rung.tenants.stores import build_stores
 from rung.tenants.usage import UsageRecord, summarize
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, find_redis_server
 
 pytestmark = pytest.mark.integration
 
@@ -147,3 +150,42 @@ async def test_the_usage_log_keeps_the_newest_records_up_to_its_bound(
     finally:
         for store in built:
             await store.aclose()
+
+
+async def test_a_paused_redis_fails_each_call_within_its_deadline_and_recovery_is_at_once() -> None:
+    """The clients set no socket timeout of their own (it cost an asyncio.wait_for per send and
+    per read): every call is bounded by the store's deadline instead. A SIGSTOPped Redis (a
+    frozen VM, a full-sync pause) accepts connections and answers nothing."""
+    from rung.cache.redis_store import RedisStore
+    from rung.cache.store import StoreError
+    from rung.tenants.redis_counters import CounterError
+
+    server = RedisServer(find_redis_server()).start()
+    assert server.process is not None
+    limits = LimitsConfig(store="redis", redis_url=server.url, redis_timeout_ms=200)
+    ledger, limiter, usage = build_stores(limits)
+    cache = RedisStore(server.url, 100, 3600.0)  # its deadline is at least 0.5 s
+    try:
+        await ledger.spend("acme", "2026-12-03", "2026-12")  # connected before the pause
+        await cache.start()
+        os.kill(server.process.pid, signal.SIGSTOP)
+        for call, error, deadline in (
+            (ledger.spend("acme", "2026-12-03", "2026-12"), CounterError, 0.2),
+            (limiter.admit("acme", 1, 10, None, 5), CounterError, 0.2),
+            (usage.sums("acme", "2026-12"), CounterError, 0.2),
+            (cache.get("acme", "k"), StoreError, 0.5),
+        ):
+            started = time.monotonic()
+            with pytest.raises(error, match="no reply within"):
+                await asyncio.wait_for(call, 10)  # a hang fails the test instead of hanging it
+            assert time.monotonic() - started < deadline + 1.0
+        os.kill(server.process.pid, signal.SIGCONT)
+        spend = await ledger.spend("acme", "2026-12-03", "2026-12")  # a fresh connection
+        assert spend.day_used == 0
+        assert await cache.get("acme", "k") is None
+    finally:
+        if server.process.poll() is None:
+            os.kill(server.process.pid, signal.SIGCONT)
+        for store in (ledger, limiter, usage, cache):
+            await store.aclose()
+        server.stop()
