@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from rung.cache.entry import BadEntry, Entry, decode
 from rung.cache.store import Change, StoreError
 from rung.redisconn import connect, guarded
+from rung.resp import Client, Script, pairs
 
 PREFIX = "rung:"
 CHANNEL = f"{PREFIX}cache:events"
@@ -91,7 +92,9 @@ class RedisStore:
         self._timeout_s = max(timeout_s, 0.5)
         """Each command's deadline; the cache's request path sets a tighter one around it."""
         self._client: aioredis.Redis = connect(url, self._timeout_s)
-        self._put = self._client.register_script(PUT)
+        self._fast = Client(url, connect_timeout_s=self._timeout_s, stale_s=4 * self._timeout_s)
+        """The request path's two calls (read an entry, store one); redis-py for the rest."""
+        self._put = Script(PUT)
 
     async def _guard(self, call: Awaitable[Any]) -> Any:
         return await guarded(call, StoreError, self._timeout_s)
@@ -100,7 +103,7 @@ class RedisStore:
         await self._guard(self._client.ping())
 
     async def get(self, tenant: str, key: str) -> Entry | None:
-        fields = await self._guard(self._client.hgetall(_entry_key(tenant, key)))
+        fields = pairs(await self._guard(self._fast.call("HGETALL", _entry_key(tenant, key))))
         if not fields:
             return None
         try:
@@ -132,7 +135,7 @@ class RedisStore:
             message,
             *fields,
         ]
-        evicted = await self._guard(self._put(keys=keys, args=args))
+        evicted = await self._guard(self._fast.run(self._put, keys, args))
         return [k.decode() for k in evicted]
 
     async def delete(self, tenant: str, key: str) -> None:
@@ -214,4 +217,5 @@ class RedisStore:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def aclose(self) -> None:
+        await self._fast.aclose()
         await self._client.aclose()

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from rung.redisconn import connect
+from rung.resp import Client, Script
 
 log = logging.getLogger("rung.router")
 PREFIX = "rung:conv:"
@@ -125,14 +125,14 @@ class MemoryConversations:
 class RedisConversations:
     def __init__(self, url: str, ttl_s: float) -> None:
         self.ttl_s = ttl_s
-        self._client = connect(url, 0.5)
-        self._raise = self._client.register_script(RAISE)
+        self._client = Client(url, connect_timeout_s=0.5)
+        self._raise = Script(RAISE)
         self._warned = False
 
     async def floor(self, key: str) -> str | None:
         try:
             async with asyncio.timeout(TIMEOUT_S):
-                value = await self._client.get(PREFIX + key)
+                value = await self._client.call("GET", PREFIX + key)
         except Exception as exc:  # best effort: route the turn on its own
             self._warn(exc)
             return None
@@ -142,8 +142,8 @@ class RedisConversations:
     async def raise_to(self, key: str, tier: str, ladder: Sequence[str]) -> None:
         try:
             async with asyncio.timeout(TIMEOUT_S):
-                await self._raise(
-                    keys=[PREFIX + key], args=[tier, max(1, int(self.ttl_s)), *ladder]
+                await self._client.run(
+                    self._raise, [PREFIX + key], [tier, max(1, int(self.ttl_s)), *ladder]
                 )
         except Exception as exc:
             self._warn(exc)

@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from rung.redisconn import connect, guarded
+from rung.redisconn import guarded
+from rung.resp import Client, Script
 from rung.tenants.counters import Admission, Hold, Spend
 
 EXPIRE_HOLDS = """
@@ -97,8 +96,8 @@ class CounterError(Exception):
     """Redis could not be reached or failed: the configured failure mode decides."""
 
 
-def client(url: str, timeout_s: float) -> aioredis.Redis:
-    return connect(url, timeout_s)
+def client(url: str, timeout_s: float) -> Client:
+    return Client(url, connect_timeout_s=timeout_s, stale_s=max(2.0, 4 * timeout_s))
 
 
 async def guard(call: Awaitable[Any], timeout_s: float) -> Any:
@@ -122,9 +121,9 @@ class RedisLedger:
     def __init__(self, url: str, timeout_s: float) -> None:
         self._redis = client(url, timeout_s)
         self._timeout_s = timeout_s
-        self._reserve = self._redis.register_script(RESERVE)
-        self._settle = self._redis.register_script(SETTLE)
-        self._spend = self._redis.register_script(SPEND)
+        self._reserve = Script(RESERVE)
+        self._settle = Script(SETTLE)
+        self._spend = Script(SPEND)
 
     async def reserve(self, hold: Hold, daily: int | None, monthly: int | None) -> bool:
         keys = _keys(hold.tenant, hold.day, hold.month)
@@ -132,16 +131,18 @@ class RedisLedger:
         member = f"{hold.id}:{hold.amount}"
         args: list[str | int] = [hold.amount, *limits, DAY_TTL, MONTH_TTL, member]
         args.append(int(hold.lease_s * 1000))
-        return bool(await guard(self._reserve(keys=keys, args=args), self._timeout_s))
+        return bool(await guard(self._redis.run(self._reserve, keys, args), self._timeout_s))
 
     async def settle(self, hold: Hold, actual: int) -> None:
         keys = _keys(hold.tenant, hold.day, hold.month)
         args: list[str | int] = [hold.amount, actual, DAY_TTL, MONTH_TTL]
         args.append(f"{hold.id}:{hold.amount}")
-        await guard(self._settle(keys=keys, args=args), self._timeout_s)
+        await guard(self._redis.run(self._settle, keys, args), self._timeout_s)
 
     async def spend(self, tenant: str, day: str, month: str) -> Spend:
-        values = await guard(self._spend(keys=_keys(tenant, day, month), args=[]), self._timeout_s)
+        values = await guard(
+            self._redis.run(self._spend, _keys(tenant, day, month), []), self._timeout_s
+        )
         return Spend(*(int(v or 0) for v in values))
 
     async def aclose(self) -> None:
@@ -152,7 +153,7 @@ class RedisRateLimiter:
     def __init__(self, url: str, timeout_s: float) -> None:
         self._redis = client(url, timeout_s)
         self._timeout_s = timeout_s
-        self._admit = self._redis.register_script(ADMIT)
+        self._admit = Script(ADMIT)
 
     async def admit(
         self,
@@ -168,12 +169,15 @@ class RedisRateLimiter:
             tokens,
         ]
         key = f"rung:rate:{tenant}:{minute}"
-        allowed, requests, used = await guard(self._admit(keys=[key], args=args), self._timeout_s)
+        allowed, requests, used = await guard(
+            self._redis.run(self._admit, [key], args), self._timeout_s
+        )
         return Admission(bool(allowed), int(requests), int(used))
 
     async def adjust(self, tenant: str, minute: int, tokens: int) -> None:
         await guard(
-            self._redis.hincrby(f"rung:rate:{tenant}:{minute}", "tokens", tokens), self._timeout_s
+            self._redis.call("HINCRBY", f"rung:rate:{tenant}:{minute}", "tokens", tokens),
+            self._timeout_s,
         )
 
     async def aclose(self) -> None:

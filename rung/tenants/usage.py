@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from rung.resp import Script, pairs
 from rung.tenants.redis_counters import DAY_TTL, MONTH_TTL, client, guard
 
 
@@ -160,7 +161,7 @@ class RedisUsage:
         self._redis = client(url, timeout_s)
         self._timeout_s = timeout_s
         self.max_records = max(1, max_records)
-        self._append = self._redis.register_script(APPEND)
+        self._append = Script(APPEND)
 
     async def append(self, record: UsageRecord) -> None:
         tenant = record.tenant
@@ -177,10 +178,12 @@ class RedisUsage:
         ]
         for name, value in sum_fields(record):
             args += (name, value)
-        await guard(self._append(keys=keys, args=args), self._timeout_s)
+        await guard(self._redis.run(self._append, keys, args), self._timeout_s)
 
     async def records(self, tenant: str, since: float) -> list[dict[str, Any]]:
-        rows = await guard(self._redis.lrange(f"rung:usage:{tenant}", 0, -1), self._timeout_s)
+        rows = await guard(
+            self._redis.call("LRANGE", f"rung:usage:{tenant}", 0, -1), self._timeout_s
+        )
         out = []
         for raw in reversed(rows):  # oldest first
             try:
@@ -192,7 +195,11 @@ class RedisUsage:
         return out
 
     async def sums(self, tenant: str, period: str) -> dict[str, int]:
-        raw = await guard(self._redis.hgetall(f"rung:usage-sum:{tenant}:{period}"), self._timeout_s)
+        raw = pairs(
+            await guard(
+                self._redis.call("HGETALL", f"rung:usage-sum:{tenant}:{period}"), self._timeout_s
+            )
+        )
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def aclose(self) -> None:
