@@ -31,12 +31,14 @@ def connect(url: str, timeout_s: float) -> aioredis.Redis:
 
 
 async def guarded(call: Awaitable[Any], error: type[Exception], timeout_s: float | None) -> Any:
-    """Await a Redis call within `timeout_s` (None: no deadline); any Redis or socket failure,
-    a missed deadline included, is raised as `error`."""
+    """Await a Redis call within `timeout_s` (None: the call's own, `rung.resp`'s clients);
+    any Redis or socket failure, a missed deadline included, is raised as `error`."""
     try:
         async with asyncio.timeout(timeout_s):
             return await call
-    except TimeoutError:
+    except TimeoutError as exc:
+        if timeout_s is None:  # the call's own deadline (rung.resp), which says what it was
+            raise error(str(exc) or "redis: no reply in time") from None
         raise error(f"redis: no reply within {timeout_s:g}s") from None
     except (RedisError, OSError) as exc:
         raise error(f"redis: {exc}") from None

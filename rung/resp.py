@@ -152,21 +152,45 @@ class _Protocol(asyncio.Protocol):
         return future
 
 
-class Client:
-    """One pipelined connection to the Redis at `url`, opened on first use."""
+def _expire(future: asyncio.Future[Any], timeout_s: float) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError(f"redis: no reply within {timeout_s:g}s"))
 
-    def __init__(self, url: str, connect_timeout_s: float, stale_s: float = 2.0) -> None:
+
+class Client:
+    """One pipelined connection to the Redis at `url`, opened on first use.
+
+    Each reply is awaited for `timeout_s`. The deadline is checked against the reply itself,
+    not by cancelling the caller: on a loop that fell behind, a reply that arrived in time is
+    read in the same turn as the late timer, and it wins (`asyncio.timeout` would cancel the
+    caller anyway and fail a metered request that Redis had answered).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float,
+        connect_timeout_s: float | None = None,
+        stale_s: float | None = None,
+    ) -> None:
         self.address = parse_url(url)
-        self.connect_timeout_s = connect_timeout_s
-        self.stale_s = stale_s
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s or max(timeout_s, 0.5)
+        self.stale_s = stale_s or max(2.0, 4 * timeout_s)
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
 
     async def call(self, *args: Arg) -> Any:
         """One command's reply (bytes, int, list, None); a `-ERR` reply raises ReplyError, a
-        lost connection redis' ConnectionError."""
+        lost connection redis' ConnectionError, no reply within `timeout_s` TimeoutError."""
         protocol = await self._connected()
-        return await protocol.send(args)
+        future = protocol.send(args)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(loop.time() + self.timeout_s, _expire, future, self.timeout_s)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """The script's reply: by digest, or with its source when Redis does not know it yet."""

@@ -90,20 +90,24 @@ class RedisStore:
         self.clock = clock
         self.origin = uuid.uuid4().hex
         self._timeout_s = max(timeout_s, 0.5)
-        """Each command's deadline; the cache's request path sets a tighter one around it."""
+        """The deadline of the calls off the request path (index re-reads, stats, purges)."""
         self._client: aioredis.Redis = connect(url, self._timeout_s)
-        self._fast = Client(url, connect_timeout_s=self._timeout_s, stale_s=4 * self._timeout_s)
-        """The request path's two calls (read an entry, store one); redis-py for the rest."""
+        self._fast = Client(url, timeout_s)
+        """The request path's two calls (read an entry, store one), within `timeout_s`."""
         self._put = Script(PUT)
 
     async def _guard(self, call: Awaitable[Any]) -> Any:
         return await guarded(call, StoreError, self._timeout_s)
 
+    async def _bounded(self, call: Awaitable[Any]) -> Any:
+        """A call of the request path's client, which bounds it by the cache's deadline."""
+        return await guarded(call, StoreError, None)
+
     async def start(self) -> None:
         await self._guard(self._client.ping())
 
     async def get(self, tenant: str, key: str) -> Entry | None:
-        fields = pairs(await self._guard(self._fast.call("HGETALL", _entry_key(tenant, key))))
+        fields = pairs(await self._bounded(self._fast.call("HGETALL", _entry_key(tenant, key))))
         if not fields:
             return None
         try:
@@ -135,7 +139,7 @@ class RedisStore:
             message,
             *fields,
         ]
-        evicted = await self._guard(self._fast.run(self._put, keys, args))
+        evicted = await self._bounded(self._fast.run(self._put, keys, args))
         return [k.decode() for k in evicted]
 
     async def delete(self, tenant: str, key: str) -> None:

@@ -99,6 +99,10 @@ class _Health:
     subscribed: bool = False
 
 
+CHANGE_READS = 3
+"""Tries to read an entry another replica announced."""
+
+
 class SemanticCache:
     def __init__(
         self,
@@ -178,7 +182,16 @@ class SemanticCache:
         if change.key is None:
             self._drop_group(change.tenant)
             return
-        entry = await self.store.get(change.tenant, change.key)
+        for attempt in range(CHANGE_READS):
+            try:
+                entry = await self.store.get(change.tenant, change.key)
+                break
+            except (StoreError, TimeoutError):
+                # Read within the request path's tight deadline: a busy moment is waited out;
+                # only a store that keeps failing breaks the subscription (then: a re-read).
+                if attempt == CHANGE_READS - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
         if entry is not None:
             self._index(entry)
 
@@ -273,8 +286,9 @@ class SemanticCache:
             self._resync()
 
     async def _call(self, call: Awaitable[T]) -> T:
-        async with asyncio.timeout(self.config.redis_timeout_ms / 1000):
-            result = await call
+        # The store bounds its own calls (Redis: `redis_timeout_ms` on each reply, judged
+        # against the reply so that a late loop does not fail one that came in time).
+        result = await call
         self._recovered()
         return result
 

@@ -30,6 +30,8 @@ class Change:
 
 
 class CacheStore(Protocol):
+    """Every call returns or fails (StoreError, TimeoutError) within the store's own deadline."""
+
     async def start(self) -> None: ...
 
     async def get(self, tenant: str, key: str) -> Entry | None:

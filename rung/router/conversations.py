@@ -10,7 +10,6 @@ turn is routed on its own and nothing fails.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
@@ -125,14 +124,13 @@ class MemoryConversations:
 class RedisConversations:
     def __init__(self, url: str, ttl_s: float) -> None:
         self.ttl_s = ttl_s
-        self._client = Client(url, connect_timeout_s=0.5)
+        self._client = Client(url, TIMEOUT_S, connect_timeout_s=0.5)
         self._raise = Script(RAISE)
         self._warned = False
 
     async def floor(self, key: str) -> str | None:
         try:
-            async with asyncio.timeout(TIMEOUT_S):
-                value = await self._client.call("GET", PREFIX + key)
+            value = await self._client.call("GET", PREFIX + key)
         except Exception as exc:  # best effort: route the turn on its own
             self._warn(exc)
             return None
@@ -141,10 +139,9 @@ class RedisConversations:
 
     async def raise_to(self, key: str, tier: str, ladder: Sequence[str]) -> None:
         try:
-            async with asyncio.timeout(TIMEOUT_S):
-                await self._client.run(
-                    self._raise, [PREFIX + key], [tier, max(1, int(self.ttl_s)), *ladder]
-                )
+            await self._client.run(
+                self._raise, [PREFIX + key], [tier, max(1, int(self.ttl_s)), *ladder]
+            )
         except Exception as exc:
             self._warn(exc)
 

@@ -97,11 +97,12 @@ class CounterError(Exception):
 
 
 def client(url: str, timeout_s: float) -> Client:
-    return Client(url, connect_timeout_s=timeout_s, stale_s=max(2.0, 4 * timeout_s))
+    return Client(url, timeout_s)
 
 
-async def guard(call: Awaitable[Any], timeout_s: float) -> Any:
-    return await guarded(call, CounterError, timeout_s)
+async def guard(call: Awaitable[Any]) -> Any:
+    """A call of the client's (which bounds it) with its failures as CounterError."""
+    return await guarded(call, CounterError, None)
 
 
 def _key(tenant: str, period: str) -> str:
@@ -120,7 +121,6 @@ def _keys(tenant: str, day: str, month: str) -> list[str]:
 class RedisLedger:
     def __init__(self, url: str, timeout_s: float) -> None:
         self._redis = client(url, timeout_s)
-        self._timeout_s = timeout_s
         self._reserve = Script(RESERVE)
         self._settle = Script(SETTLE)
         self._spend = Script(SPEND)
@@ -131,18 +131,16 @@ class RedisLedger:
         member = f"{hold.id}:{hold.amount}"
         args: list[str | int] = [hold.amount, *limits, DAY_TTL, MONTH_TTL, member]
         args.append(int(hold.lease_s * 1000))
-        return bool(await guard(self._redis.run(self._reserve, keys, args), self._timeout_s))
+        return bool(await guard(self._redis.run(self._reserve, keys, args)))
 
     async def settle(self, hold: Hold, actual: int) -> None:
         keys = _keys(hold.tenant, hold.day, hold.month)
         args: list[str | int] = [hold.amount, actual, DAY_TTL, MONTH_TTL]
         args.append(f"{hold.id}:{hold.amount}")
-        await guard(self._redis.run(self._settle, keys, args), self._timeout_s)
+        await guard(self._redis.run(self._settle, keys, args))
 
     async def spend(self, tenant: str, day: str, month: str) -> Spend:
-        values = await guard(
-            self._redis.run(self._spend, _keys(tenant, day, month), []), self._timeout_s
-        )
+        values = await guard(self._redis.run(self._spend, _keys(tenant, day, month), []))
         return Spend(*(int(v or 0) for v in values))
 
     async def aclose(self) -> None:
@@ -152,7 +150,6 @@ class RedisLedger:
 class RedisRateLimiter:
     def __init__(self, url: str, timeout_s: float) -> None:
         self._redis = client(url, timeout_s)
-        self._timeout_s = timeout_s
         self._admit = Script(ADMIT)
 
     async def admit(
@@ -169,16 +166,11 @@ class RedisRateLimiter:
             tokens,
         ]
         key = f"rung:rate:{tenant}:{minute}"
-        allowed, requests, used = await guard(
-            self._redis.run(self._admit, [key], args), self._timeout_s
-        )
+        allowed, requests, used = await guard(self._redis.run(self._admit, [key], args))
         return Admission(bool(allowed), int(requests), int(used))
 
     async def adjust(self, tenant: str, minute: int, tokens: int) -> None:
-        await guard(
-            self._redis.call("HINCRBY", f"rung:rate:{tenant}:{minute}", "tokens", tokens),
-            self._timeout_s,
-        )
+        await guard(self._redis.call("HINCRBY", f"rung:rate:{tenant}:{minute}", "tokens", tokens))
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -159,7 +159,6 @@ the client's per-command work."""
 class RedisUsage:
     def __init__(self, url: str, timeout_s: float, max_records: int) -> None:
         self._redis = client(url, timeout_s)
-        self._timeout_s = timeout_s
         self.max_records = max(1, max_records)
         self._append = Script(APPEND)
 
@@ -178,12 +177,10 @@ class RedisUsage:
         ]
         for name, value in sum_fields(record):
             args += (name, value)
-        await guard(self._redis.run(self._append, keys, args), self._timeout_s)
+        await guard(self._redis.run(self._append, keys, args))
 
     async def records(self, tenant: str, since: float) -> list[dict[str, Any]]:
-        rows = await guard(
-            self._redis.call("LRANGE", f"rung:usage:{tenant}", 0, -1), self._timeout_s
-        )
+        rows = await guard(self._redis.call("LRANGE", f"rung:usage:{tenant}", 0, -1))
         out = []
         for raw in reversed(rows):  # oldest first
             try:
@@ -195,11 +192,7 @@ class RedisUsage:
         return out
 
     async def sums(self, tenant: str, period: str) -> dict[str, int]:
-        raw = pairs(
-            await guard(
-                self._redis.call("HGETALL", f"rung:usage-sum:{tenant}:{period}"), self._timeout_s
-            )
-        )
+        raw = pairs(await guard(self._redis.call("HGETALL", f"rung:usage-sum:{tenant}:{period}")))
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def aclose(self) -> None:

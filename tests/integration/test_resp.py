@@ -149,3 +149,20 @@ def test_parse_url(url: str, expected: tuple[object, ...]) -> None:
 def test_parse_url_refuses_what_is_not_redis(url: str) -> None:
     with pytest.raises(ValueError, match="Redis URL"):
         parse_url(url)
+
+
+async def test_a_reply_that_came_in_time_wins_over_a_late_loop(redis_server: RedisServer) -> None:
+    """A saturated gateway's loop can run a deadline's timer late, in the same turn as the
+    reply that beat it. The reply wins: failing it would refuse a metered request (fail_closed)
+    that Redis had answered in a millisecond."""
+    client = Client(redis_server.url, 0.1)
+    try:
+        await client.call("SET", "resp:lag", "v")
+        task = asyncio.ensure_future(client.call("GET", "resp:lag"))
+        await asyncio.sleep(0)  # the GET is on its way
+        time.sleep(0.3)  # noqa: ASYNC251  # the loop stalls past the deadline
+        assert await task == b"v"
+        with pytest.raises(TimeoutError, match=r"no reply within 0\.1s"):  # a real miss fails
+            await client.run(SLOW, [], [300_000])
+    finally:
+        await client.aclose()
