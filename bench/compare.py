@@ -283,8 +283,9 @@ def signals_cost_us(rounds: int = 5) -> dict[str, float]:
                               for k in range(TOP_LOGPROBS)]}
             for i in range(tokens)
         ]  # fmt: skip
-        body = {"choices": [{"message": {"content": "four " * tokens},
-                             "logprobs": {"content": content}, "finish_reason": "stop"}]}  # fmt: skip
+        choice = {"message": {"content": "four " * tokens}, "logprobs": {"content": content},
+                  "finish_reason": "stop"}  # fmt: skip
+        body = {"choices": [choice]}
         repeat = max(1, 20_000 // tokens)
         samples = []
         for _ in range(rounds):
