@@ -153,9 +153,9 @@ async def test_the_usage_log_keeps_the_newest_records_up_to_its_bound(
 
 
 async def test_a_paused_redis_fails_each_call_within_its_deadline_and_recovery_is_at_once() -> None:
-    """The clients set no socket timeout of their own (it cost an asyncio.wait_for per send and
-    per read): every call is bounded by the store's deadline instead. A SIGSTOPped Redis (a
-    frozen VM, a full-sync pause) accepts connections and answers nothing."""
+    """No client relies on a socket timeout (redis-py's cost an asyncio.wait_for per send and
+    per read; rung.resp has none): every call is bounded by its store's deadline instead. A
+    SIGSTOPped Redis (a frozen VM, a full-sync pause) accepts connections and answers nothing."""
     from rung.cache.redis_store import RedisStore
     from rung.cache.store import StoreError
     from rung.tenants.redis_counters import CounterError
