@@ -8,7 +8,9 @@ Layout (all under the `rung:` prefix):
   to `max_entries`, oldest out first, and lists its entries for index rebuilds);
 - `rung:cache-bytes:{tenant}`: hash key -> entry size, for stats;
 - channel `rung:cache:events`: every put and purge, so other replicas' in-process vector indexes
-  follow (`{"origin", "tenant", "key"}`; key null for a purge).
+  follow (`{"origin", "tenant", "key"}`, key null for a purge; a put also carries the entry's
+  scope, question, tier and base64 float32 vector when the question is at most
+  `ANNOUNCE_MAX_TEXT` characters, so the replicas index it without reading it).
 
 Redis 7.0 (Debian's) has no vector search: the search stays in each replica's process. Any Redis
 or socket failure is raised as `StoreError`; the cache bypasses itself and recovers.
@@ -16,16 +18,18 @@ or socket failure is raised as `StoreError`; the cache bypasses itself and recov
 
 from __future__ import annotations
 
+import base64
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
 from rung.cache.entry import BadEntry, Entry, decode
-from rung.cache.store import Change, StoreError
+from rung.cache.store import Announced, Change, StoreError
 from rung.redisconn import connect, guarded
 from rung.resp import Client, Script, pairs
 
@@ -72,6 +76,40 @@ def _keys_of(tenant: str) -> str:
 
 def _bytes_of(tenant: str) -> str:
     return f"{PREFIX}cache-bytes:{tenant}"
+
+
+ANNOUNCE_MAX_TEXT = 4096
+"""Questions up to this many characters travel with their announcement (a longer one is read
+by the replicas that hear of it: pub/sub messages stay small for Redis's output buffers)."""
+
+
+def announcement(origin: str, entry: Entry) -> bytes:
+    """The channel message for a stored entry: who stored it, where, and (when small enough)
+    what the other replicas' indexes need of it."""
+    event: dict[str, Any] = {"origin": origin, "tenant": entry.tenant, "key": entry.key}
+    if entry.vector is not None and len(entry.text) <= ANNOUNCE_MAX_TEXT:
+        event |= {
+            "scope": entry.scope,
+            "text": entry.text,
+            "tier": entry.tier,
+            "vector": base64.b64encode(np.asarray(entry.vector, dtype="<f4").tobytes()).decode(),
+        }
+    return orjson.dumps(event)
+
+
+def announced_in(event: dict[str, Any], dimension: int | None) -> Announced | None:
+    """The index data an announcement carries, if it is whole and well formed (else None: the
+    entry is read from Redis instead)."""
+    try:
+        scope, text, tier = event["scope"], event["text"], event["tier"]
+        vector = np.frombuffer(base64.b64decode(event["vector"], validate=True), dtype="<f4")
+    except (KeyError, TypeError, ValueError):  # binascii.Error is a ValueError
+        return None
+    if not all(isinstance(v, str) for v in (scope, text, tier)):
+        return None
+    if not len(vector) or (dimension is not None and len(vector) != dimension):
+        return None
+    return Announced(scope, text, tier, vector.astype(np.float32))
 
 
 class RedisStore:
@@ -125,7 +163,7 @@ class RedisStore:
         fields: list[bytes | str | float | int] = []
         for name, value in entry.encode().items():
             fields += (name, value)
-        message = orjson.dumps({"origin": self.origin, "tenant": tenant, "key": entry.key})
+        message = announcement(self.origin, entry)
         keys = [_entry_key(tenant, entry.key), _keys_of(tenant), _bytes_of(tenant)]
         args = [
             max(1, int(self.ttl_s)),
@@ -216,7 +254,8 @@ class RedisStore:
                 except (orjson.JSONDecodeError, KeyError, TypeError):
                     continue
                 if event.get("origin") != self.origin:
-                    await on_change(Change(tenant, None if key is None else str(key)))
+                    announced = announced_in(event, self.dimension) if key is not None else None
+                    await on_change(Change(tenant, None if key is None else str(key), announced))
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 

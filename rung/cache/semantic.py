@@ -182,6 +182,11 @@ class SemanticCache:
         if change.key is None:
             self._drop_group(change.tenant)
             return
+        announced = change.announced
+        if announced is not None:  # the announcement carried what the index needs
+            known = Known(announced.scope, announced.text, announced.tier)
+            self._add(change.tenant, change.key, known, announced.vector)
+            return
         for attempt in range(CHANGE_READS):
             try:
                 entry = await self.store.get(change.tenant, change.key)
@@ -226,16 +231,30 @@ class SemanticCache:
         indexes: dict[tuple[str, str], ScopeIndex] | None = None,
         known: dict[tuple[str, str], Known] | None = None,
     ) -> None:
-        if entry.vector is None or not self.config.semantic:
+        if entry.vector is None:
+            return
+        parts = Known(entry.scope, entry.text, entry.tier)
+        self._add(entry.tenant, entry.key, parts, entry.vector, indexes, known)
+
+    def _add(
+        self,
+        group: str,
+        key: str,
+        parts: Known,
+        vector: Vector,
+        indexes: dict[tuple[str, str], ScopeIndex] | None = None,
+        known: dict[tuple[str, str], Known] | None = None,
+    ) -> None:
+        if not self.config.semantic:
             return
         indexes = self._indexes if indexes is None else indexes
         known = self._known if known is None else known
-        where = (entry.tenant, entry.scope)
+        where = (group, parts.scope)
         index = indexes.get(where)
         if index is None:
-            index = indexes[where] = ScopeIndex(len(entry.vector), self.config.ann_min)
-        index.add(entry.key, entry.vector)
-        known[(entry.tenant, entry.key)] = Known(entry.scope, entry.text, entry.tier)
+            index = indexes[where] = ScopeIndex(len(vector), self.config.ann_min)
+        index.add(key, vector)
+        known[(group, key)] = parts
 
     def _unindex(self, group: str, key: str) -> None:
         known = self._known.pop((group, key), None)

@@ -14,6 +14,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from rung.cache.entry import Entry
 
 
@@ -22,11 +25,24 @@ class StoreError(Exception):
 
 
 @dataclass(frozen=True)
+class Announced:
+    """What a replica's index needs of a new entry, sent with its announcement: with it, the
+    other replicas index the entry without reading it (N-1 reads per stored answer saved)."""
+
+    scope: str
+    text: str
+    tier: str
+    vector: npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
 class Change:
     """Another replica added (`key` set) or purged (`key` None) entries of a tenant."""
 
     tenant: str
     key: str | None
+    announced: Announced | None = None
+    """The new entry's index data, when the announcement carried it (else: read the entry)."""
 
 
 class CacheStore(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from rung.cache.entry import Entry
-from rung.cache.redis_store import RedisStore
+from rung.cache.redis_store import ANNOUNCE_MAX_TEXT, RedisStore, announced_in
 from rung.cache.store import CacheStore, Change, MemoryStore, StoreError
 from tests.redis_server import RedisServer
 
@@ -171,14 +172,27 @@ async def test_redis_replicas_hear_each_others_changes(redis_server: RedisServer
     watcher = asyncio.create_task(two.watch(on_change))
     try:
         await asyncio.sleep(0.3)  # subscribed
-        await one.put(entry("k1"))
+        first = entry("k1")
+        await one.put(first)
         await two.put(entry("own"))  # a replica does not hear itself
+        await one.put(entry("k2", text="x" * (ANNOUNCE_MAX_TEXT + 1)))  # too long to carry
         await one.purge("acme")
         for _ in range(50):
-            if len(heard) >= 2:
+            if len(heard) >= 3:
                 break
             await asyncio.sleep(0.05)
-        assert heard == [Change("acme", "k1"), Change("acme", None)]
+        assert [(c.tenant, c.key) for c in heard] == [
+            ("acme", "k1"),
+            ("acme", "k2"),
+            ("acme", None),
+        ]
+        carried = heard[0].announced  # what the other replicas' indexes need, sent with it
+        assert carried is not None
+        assert (carried.scope, carried.text, carried.tier) == (first.scope, first.text, first.tier)
+        assert first.vector is not None
+        assert np.array_equal(carried.vector, first.vector)
+        assert heard[1].announced is None  # a long question is read from Redis instead
+        assert heard[2].announced is None
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
@@ -199,6 +213,16 @@ async def test_redis_down_raises_store_error_quickly() -> None:
         await store.aclose()
 
 
+class ReadCountingStore(RedisStore):
+    """The real Redis store, counting the entries it reads."""
+
+    reads = 0
+
+    async def get(self, tenant: str, key: str) -> Entry | None:
+        self.reads += 1
+        return await super().get(tenant, key)
+
+
 async def test_two_replicas_on_one_redis_share_entries_but_never_across_tenants(
     redis_server: RedisServer,
 ) -> None:
@@ -211,12 +235,8 @@ async def test_two_replicas_on_one_redis_share_entries_but_never_across_tenants(
     # production default (50 ms) to open the first pooled connection
     config = CacheConfig(store="redis", similarity_threshold=0.9, redis_timeout_ms=2000)
     groups = {"ann": "lab", "bob": "lab"}
-    replicas = [
-        SemanticCache(
-            RedisStore(redis_server.url, 100, TTL, 1.0, 8), config, ["small"], groups=groups
-        )
-        for _ in range(2)
-    ]
+    stores = [ReadCountingStore(redis_server.url, 100, TTL, 1.0, 8) for _ in range(2)]
+    replicas = [SemanticCache(store, config, ["small"], groups=groups) for store in stores]
     for replica in replicas:
         await replica.start()
     await asyncio.sleep(0.3)  # both subscribed
@@ -240,6 +260,7 @@ async def test_two_replicas_on_one_redis_share_entries_but_never_across_tenants(
         if replicas[1].health()["indexed"] == 2:
             break
         await asyncio.sleep(0.05)
+    assert stores[1].reads == 0  # indexed from the announcements, no entry read
     paraphrase = type(key)(key.scope, "Tell me the capital of France.")
     seen = {
         tenant: (await replicas[1].lookup(tenant, paraphrase, "r", decide)).status
@@ -289,3 +310,23 @@ async def test_conversation_tiers_in_redis_are_shared_and_only_go_up(
     assert await gone.floor("c") is None  # no Redis: the turn is routed alone, nothing raised
     await gone.raise_to("c", "large", ladder)
     await gone.aclose()
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"vector": "not base64!"},
+        {"vector": ""},
+        {"text": 42},
+        {"scope": None},
+        {"vector": "AAAAAA=="},  # one float where the store expects 8
+    ],
+)
+def test_a_malformed_announcement_is_read_from_redis_instead(broken: dict[str, Any]) -> None:
+    vector = np.arange(8, dtype="<f4")
+    event: dict[str, Any] = {"scope": "s", "text": "q?", "tier": "small",
+                             "vector": base64.b64encode(vector.tobytes()).decode()}  # fmt: skip
+    whole = announced_in(event, 8)
+    assert whole is not None
+    assert np.array_equal(whole.vector, vector)
+    assert announced_in({**event, **broken}, 8) is None
