@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -99,6 +100,8 @@ class _Health:
     subscribed: bool = False
 
 
+SALIENT_MEMO = 10_000
+"""Stored questions whose salient parts are kept (a few hundred bytes each)."""
 CHANGE_READS = 3
 """Tries to read an entry another replica announced."""
 
@@ -123,6 +126,8 @@ class SemanticCache:
         """Tenant -> its sharing group (tenants' `cache_group`)."""
         self._indexes: dict[tuple[str, str], ScopeIndex] = {}
         self._known: dict[tuple[str, str], Known] = {}  # (group, key) -> its scope, text, tier
+        self._salient: OrderedDict[str, Salient] = OrderedDict()
+        """Stored questions' salient parts, least recently judged first (bounded)."""
         self._stats: dict[str, Stats] = {}
         self._health = _Health()
         self._watcher: asyncio.Task[None] | None = None
@@ -362,7 +367,7 @@ class SemanticCache:
             if known is None:
                 continue
             asked = asked or salient(key.text)
-            why = disagreement(asked, salient(known.text))
+            why = disagreement(asked, self._salient_of(known.text))
             if why is not None:
                 rejected = rejected or f"near-miss:{why}"
                 continue
@@ -386,6 +391,20 @@ class SemanticCache:
             stats.stale_tier_rejections += 1
         stats.misses += 1
         return Lookup("miss", rejected=rejected)
+
+    def _salient_of(self, text: str) -> Salient:
+        """A stored question's salient parts, kept for the most recent SALIENT_MEMO questions
+        judged: the same entries come up as candidates again and again, and reading a question
+        costs 25-95 us (up to CANDIDATES per lookup)."""
+        memo = self._salient
+        parts = memo.get(text)
+        if parts is None:
+            parts = memo[text] = salient(text)
+            if len(memo) > SALIENT_MEMO:
+                memo.popitem(last=False)
+        else:
+            memo.move_to_end(text)
+        return parts
 
     def _stale(self, tier: str, decided: str) -> bool:
         """A cheap answer (made by `tier`) is not served to a query now judged to need a

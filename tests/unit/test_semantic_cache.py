@@ -134,6 +134,37 @@ async def test_candidates_are_judged_in_process_and_only_the_served_one_is_read(
     await cache.aclose()
 
 
+async def test_a_stored_question_is_read_for_its_salient_parts_once_and_the_memo_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import rung.cache.semantic as semantic
+
+    read: list[str] = []
+    real = semantic.salient
+
+    def counting(text: str) -> Any:
+        read.append(text)
+        return real(text)
+
+    monkeypatch.setattr(semantic, "salient", counting)
+    monkeypatch.setattr(semantic, "SALIENT_MEMO", 4)
+    cache = await make()
+    for n in range(17, 22):  # five near misses of one question, other numbers each
+        await put(cache, f"Janet has {n} eggs. How many are left?", unit(1, 0.001 * n, 0))
+    for asked in ("Janet has 16 eggs. How many are left?", "Janet has 15 eggs. How many are left?"):
+        found = await cache.lookup("acme", key(asked), "r1", Decider(unit(1, 0.0, 0)))
+        assert (found.status, found.rejected) == ("miss", "near-miss:numbers")
+    stored = [t for t in read if not t.startswith(("Janet has 16", "Janet has 15"))]
+    assert len(stored) == 4  # the CANDIDATES judged, each read once over both lookups
+    for n in range(30, 35):  # another question's near misses take the memo's places
+        await put(cache, f"Tom has {n} apples. How many are left?", unit(0, 1, 0.001 * n))
+    await cache.lookup("acme", key("Tom has 29 apples. How many are left?"), "r1",
+                       Decider(unit(0, 1, 0)))  # fmt: skip
+    assert len(cache._salient) == 4  # bounded: the least recently judged went
+    assert all(text.startswith("Tom") for text in cache._salient)
+    await cache.aclose()
+
+
 async def test_a_candidate_gone_from_the_store_is_dropped_and_the_next_one_served() -> None:
     store = CountingStore()
     cache = SemanticCache(store, CacheConfig(similarity_threshold=0.9), TIERS)
