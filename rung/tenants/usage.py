@@ -11,8 +11,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from rung.resp import Script, pairs
-from rung.tenants.redis_counters import DAY_TTL, MONTH_TTL, client, guard
+from rung.redisconn import connect, guarded
+from rung.resp import Script
+from rung.tenants.redis_counters import DAY_TTL, MONTH_TTL, CounterError, client, guard
 
 
 @dataclass(frozen=True)
@@ -156,9 +157,16 @@ One script rather than a pipeline of some 25 commands: the gateway's CPU per req
 the client's per-command work."""
 
 
+READ_TIMEOUT_S = 10.0
+"""The admin and dashboard reads of a usage log (up to `usage_records_max` records: tens of MB)
+have their own connection and deadline: they neither wait behind the request path's calls nor
+hold them up, and a long log is not cut off by the request path's deadline."""
+
+
 class RedisUsage:
     def __init__(self, url: str, timeout_s: float, max_records: int) -> None:
         self._redis = client(url, timeout_s)
+        self._reads = connect(url, timeout_s)
         self.max_records = max(1, max_records)
         self._append = Script(APPEND)
 
@@ -180,7 +188,8 @@ class RedisUsage:
         await guard(self._redis.run(self._append, keys, args))
 
     async def records(self, tenant: str, since: float) -> list[dict[str, Any]]:
-        rows = await guard(self._redis.call("LRANGE", f"rung:usage:{tenant}", 0, -1))
+        key = f"rung:usage:{tenant}"
+        rows = await guarded(self._reads.lrange(key, 0, -1), CounterError, READ_TIMEOUT_S)
         out = []
         for raw in reversed(rows):  # oldest first
             try:
@@ -192,8 +201,10 @@ class RedisUsage:
         return out
 
     async def sums(self, tenant: str, period: str) -> dict[str, int]:
-        raw = pairs(await guard(self._redis.call("HGETALL", f"rung:usage-sum:{tenant}:{period}")))
+        key = f"rung:usage-sum:{tenant}:{period}"
+        raw = await guarded(self._reads.hgetall(key), CounterError, READ_TIMEOUT_S)
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+        await self._reads.aclose()

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -168,11 +169,13 @@ async def test_a_paused_redis_fails_each_call_within_its_deadline_and_recovery_i
     try:
         await ledger.spend("acme", "2026-12-03", "2026-12")  # connected before the pause
         await cache.start()
+        record = UsageRecord("acme", 1.0, ["small"], ["m"], 1, 2, 3, 4, None, None, 1.0, 200,
+                             tier="small", day="2026-12-03", month="2026-12")  # fmt: skip
         os.kill(server.process.pid, signal.SIGSTOP)
         for call, error, deadline in (
             (ledger.spend("acme", "2026-12-03", "2026-12"), CounterError, 0.2),
             (limiter.admit("acme", 1, 10, None, 5), CounterError, 0.2),
-            (usage.sums("acme", "2026-12"), CounterError, 0.2),
+            (usage.append(record), CounterError, 0.2),
             (cache.get("acme", "k"), StoreError, 0.5),
         ):
             started = time.monotonic()
@@ -189,3 +192,28 @@ async def test_a_paused_redis_fails_each_call_within_its_deadline_and_recovery_i
         for store in (ledger, limiter, usage, cache):
             await store.aclose()
         server.stop()
+
+
+async def test_a_long_usage_log_is_read_whole_past_the_request_paths_deadline(
+    redis_server: RedisServer,
+) -> None:
+    """Admin and dashboard reads of the log have their own connection and deadline: 50,000
+    records (~15 MB) take far longer than a request-path call may (5 ms here)."""
+    limits = LimitsConfig(store="redis", redis_url=redis_server.url, redis_timeout_ms=5)
+    built = build_stores(limits)
+    usage = built[2]
+    raw = aioredis.Redis.from_url(redis_server.url)
+    row = {"tenant": "long", "time": 1.0, "tiers": ["small"], "note": "x" * 200}
+    try:
+        async with raw.pipeline(transaction=False) as tx:
+            for i in range(50_000):
+                tx.lpush("rung:usage:long", orjson.dumps({**row, "time": float(i)}))  # as stored
+            await tx.execute()
+        rows = await usage.records("long", 0)
+        assert len(rows) == 50_000
+        assert [rows[0]["time"], rows[-1]["time"]] == [0.0, 49_999.0]  # oldest first
+    finally:
+        await raw.delete("rung:usage:long")
+        await raw.aclose()
+        for store in built:
+            await store.aclose()
