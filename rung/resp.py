@@ -9,9 +9,11 @@ Lua script, so nothing here needs a pool: concurrent callers share the connectio
 commands travel together. redis-py stays for everything else (pub/sub, scans, pipelines,
 administration).
 
-Deadlines are the caller's (`rung.redisconn.guarded`). A caller that gives up leaves its reply
-to be read and dropped in turn; a connection whose oldest command has waited `stale_s` without
-a reply is closed, failing what is pending, and the next call connects afresh.
+Each reply has a deadline (`Client.timeout_s`), judged against the reply (see `Client`);
+`rung.redisconn.guarded(call, error, None)` turns its failures into the store's error. A caller
+that gives up leaves its reply to be read and dropped in turn; a connection whose oldest command
+has waited `stale_s` without a reply is closed, failing what is pending, and the next call
+connects afresh.
 """
 
 from __future__ import annotations
