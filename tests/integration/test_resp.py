@@ -112,6 +112,7 @@ async def test_a_frozen_redis_connection_is_dropped_once_stale() -> None:
     client = Client(server.url, 0.5, stale_s=0.3)
     try:
         await client.call("SET", "resp:k", "v")
+        first = await client.call("CLIENT", "ID")  # Redis numbers each connection
         os.kill(server.process.pid, signal.SIGSTOP)
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.1):
@@ -121,6 +122,8 @@ async def test_a_frozen_redis_connection_is_dropped_once_stale() -> None:
         started = time.monotonic()
         assert await client.call("GET", "resp:k") == b"v"  # on a fresh connection
         assert time.monotonic() - started < 1.0
+        # The stale connection was dropped, not waited on: this is another one.
+        assert await client.call("CLIENT", "ID") != first
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
         await client.aclose()
