@@ -395,3 +395,50 @@ async def test_an_outage_backs_off_exponentially() -> None:
         waits.append(step)
     assert waits == [1.0, 2.0, 4.0, 8.0]
     await cache.aclose()
+
+
+class AnnouncingStore(MemoryStore):
+    """The memory store as another replica's change feed sees it: an entry announced without
+    its index data (a long question), whose first `failing` reads time out."""
+
+    def __init__(self, failing: int) -> None:
+        super().__init__(100, 10**8, 3600)
+        self.failing = failing
+        self.reads = 0
+        self.changes: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def get(self, tenant: str, key: str) -> Any:
+        self.reads += 1
+        if self.reads <= self.failing:
+            raise TimeoutError("redis: no reply within 0.05s")
+        return await super().get(tenant, key)
+
+    async def watch(self, on_change: Any, on_subscribed: Any = None) -> None:
+        if on_subscribed is not None:
+            on_subscribed()
+        while True:
+            await on_change(await self.changes.get())
+
+
+@pytest.mark.parametrize(("failing", "indexed", "errors"), [(2, 1, 0), (3, 0, 1)])
+async def test_an_announced_entry_is_read_again_before_the_subscription_counts_as_broken(
+    failing: int, indexed: int, errors: int
+) -> None:
+    """Reading an announced entry shares the request path's tight deadline: a busy moment is
+    waited out (two timeouts, then the read); only a store that keeps failing breaks the
+    subscription (counted as an error; the index is then re-read once it is back)."""
+    from rung.cache.entry import Entry
+    from rung.cache.store import Change
+
+    store = AnnouncingStore(failing)
+    cache = SemanticCache(store, CacheConfig(similarity_threshold=0.9), TIERS)
+    await cache.start()
+    asked = key("What is the capital of France?")
+    await store.put(Entry(asked.exact, "tenant:acme", asked.scope, asked.text, BODY, "small",
+                          "m", "small", "r1", vector=unit(1, 0, 0)))  # fmt: skip
+    await store.changes.put(Change("tenant:acme", asked.exact))  # another replica stored it
+    await asyncio.sleep(0.3)  # the retries wait 0.05 s, then 0.1 s
+    assert store.reads == min(failing + 1, 3)
+    assert cache.health()["indexed"] == indexed
+    assert cache.health()["errors"] == errors
+    await cache.aclose()
