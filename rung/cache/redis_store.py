@@ -83,16 +83,16 @@ ANNOUNCE_MAX_TEXT = 4096
 by the replicas that hear of it: pub/sub messages stay small for Redis's output buffers)."""
 
 
-def announcement(origin: str, entry: Entry) -> bytes:
+def announcement(origin: str, entry: Entry, vector: bytes | None) -> bytes:
     """The channel message for a stored entry: who stored it, where, and (when small enough)
-    what the other replicas' indexes need of it."""
+    what the other replicas' indexes need of it (`vector`: the entry's encoded vector field)."""
     event: dict[str, Any] = {"origin": origin, "tenant": entry.tenant, "key": entry.key}
-    if entry.vector is not None and len(entry.text) <= ANNOUNCE_MAX_TEXT:
+    if vector is not None and len(entry.text) <= ANNOUNCE_MAX_TEXT:
         event |= {
             "scope": entry.scope,
             "text": entry.text,
             "tier": entry.tier,
-            "vector": base64.b64encode(np.asarray(entry.vector, dtype="<f4").tobytes()).decode(),
+            "vector": base64.b64encode(vector).decode(),
         }
     return orjson.dumps(event)
 
@@ -160,10 +160,11 @@ class RedisStore:
 
     async def put(self, entry: Entry) -> list[str]:
         tenant = entry.tenant
+        encoded = entry.encode()
         fields: list[bytes | str | float | int] = []
-        for name, value in entry.encode().items():
+        for name, value in encoded.items():
             fields += (name, value)
-        message = announcement(self.origin, entry)
+        message = announcement(self.origin, entry, encoded.get("vector"))  # its bytes, once
         keys = [_entry_key(tenant, entry.key), _keys_of(tenant), _bytes_of(tenant)]
         args = [
             max(1, int(self.ttl_s)),
