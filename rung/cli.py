@@ -34,6 +34,15 @@ def _judging(parser: argparse.ArgumentParser, models_dir: str) -> None:
     parser.add_argument("--threads", type=int, default=2, help="embedder threads")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rung")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from rung.weights.fetch import default_models_dir
 
@@ -43,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="An LLM gateway that routes each "
         "request to the smallest model able to answer it.",
     )
+    parser.add_argument("--version", action="version", version=f"rung {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway in front of configured backends")

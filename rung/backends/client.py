@@ -18,6 +18,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from rung.backends.ends import Ends
 from rung.backends.sse import SSEDecoder
 from rung.backends.wire import WireError, WirePool, WireTimeout
 from rung.config import BackendConfig
@@ -29,14 +30,19 @@ _DONE = b"[DONE]"
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 
 
-def _error_body(status: int, raw: bytes) -> Json:
+def _error_body(status: int, raw: bytes, tier: str) -> Json:
+    """The backend's own OpenAI-shaped error, or one that says which tier refused and how."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
         body = None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         return body
-    text = raw[:500].decode("utf-8", "replace") if raw else f"HTTP {status}"
+    who = f"tier '{tier}'" if tier else "the model server"
+    said = raw[:500].decode("utf-8", "replace").strip()
+    text = f"{who} refused the request with HTTP {status}" + (
+        f": {said}" if said else " and no error message"
+    )
     return {
         "error": {"message": text, "type": "invalid_request_error", "param": None, "code": None}
     }
@@ -45,8 +51,10 @@ def _error_body(status: int, raw: bytes) -> Json:
 class OpenAIClient:
     """One backend replica. Holds a single pooled aiohttp session, created by `start()`."""
 
-    def __init__(self, config: BackendConfig) -> None:
+    def __init__(self, config: BackendConfig, tier: str = "") -> None:
         self.config = config
+        self.tier = tier
+        """The tier's name, for error messages a client reads."""
         self.url = config.url
         self._session: aiohttp.ClientSession | None = None
         self._wire: WirePool | None = None
@@ -130,7 +138,7 @@ class OpenAIClient:
         if status >= 500:
             raise BackendError(f"{self.url} answered HTTP {status}")
         if status >= 400:
-            raise BackendRejected(status, _error_body(status, raw))
+            raise BackendRejected(status, _error_body(status, raw, self.tier))
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -152,7 +160,7 @@ class OpenAIClient:
             async for batch in self._stream_wire(path, payload, headers):
                 yield batch
             return
-        decoder = SSEDecoder()
+        decoder, ends = SSEDecoder(), Ends()
         try:
             async with self.session.post(
                 self._url(path), data=orjson.dumps(payload), headers=headers
@@ -161,17 +169,19 @@ class OpenAIClient:
                     raw = await _read_bounded(resp)
                     if resp.status >= 500:
                         raise BackendError(f"{self.url} answered HTTP {resp.status}")
-                    raise BackendRejected(resp.status, _error_body(resp.status, raw))
+                    raise BackendRejected(resp.status, _error_body(resp.status, raw, self.tier))
                 async for data in resp.content.iter_any():
-                    batch, done = self._batch(decoder.feed(data))
+                    batch, done = self._batch(decoder.feed(data), ends)
                     if batch:
                         yield batch
                     if done:
+                        ends.check(self.url)
                         return
-                batch, done = self._batch(decoder.flush())
+                batch, done = self._batch(decoder.flush(), ends)
                 if batch:
                     yield batch
                 if done:
+                    ends.check(self.url)
                     return
         except TimeoutError:
             raise BackendTimeout(f"{self.url} went silent") from None
@@ -185,24 +195,28 @@ class OpenAIClient:
         self, path: str, payload: Json, headers: Mapping[str, str] | None
     ) -> AsyncIterator[list[Json]]:
         assert self._wire is not None
-        decoder = SSEDecoder()
+        decoder, ends = SSEDecoder(), Ends()
         try:
             async with self._wire.post(path, orjson.dumps(payload), headers) as exchange:
                 if exchange.status >= 400:
                     raw = await exchange.read(MAX_RESPONSE_BYTES)
                     if exchange.status >= 500:
                         raise BackendError(f"{self.url} answered HTTP {exchange.status}")
-                    raise BackendRejected(exchange.status, _error_body(exchange.status, raw))
+                    raise BackendRejected(
+                        exchange.status, _error_body(exchange.status, raw, self.tier)
+                    )
                 async for data in exchange.chunks():
-                    batch, done = self._batch(decoder.feed(data))
+                    batch, done = self._batch(decoder.feed(data), ends)
                     if batch:
                         yield batch
                     if done:
+                        ends.check(self.url)
                         return
-                batch, done = self._batch(decoder.flush())
+                batch, done = self._batch(decoder.flush(), ends)
                 if batch:
                     yield batch
                 if done:
+                    ends.check(self.url)
                     return
         except WireTimeout:
             raise BackendTimeout(f"{self.url} went silent") from None
@@ -210,12 +224,14 @@ class OpenAIClient:
             raise BackendError(f"{self.url}: {exc}") from None
         raise BackendError(f"{self.url} ended the stream without [DONE]")
 
-    def _batch(self, events: list[bytes]) -> tuple[list[Json], bool]:
+    def _batch(self, events: list[bytes], ends: Ends) -> tuple[list[Json], bool]:
         batch: list[Json] = []
         for event in events:
             if event == _DONE:
                 return batch, True
-            batch.append(_chunk(event, self.url))
+            chunk = _chunk(event, self.url)
+            ends.see(chunk)
+            batch.append(chunk)
         return batch, False
 
     def _url(self, path: str) -> URL:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
-Mode = Literal["ok", "error", "garbage", "drop", "drop_mid_stream"]
+Mode = Literal["ok", "error", "garbage", "drop", "drop_mid_stream", "cut_stream"]
 
 
 @dataclass
@@ -38,6 +38,11 @@ class Behavior:
     """Answer `n` choices (as vLLM does), usage summed over them."""
     usage_scale: int = 1
     """Report this many times the completion tokens (a backend that over-counts)."""
+    cut_after: int = 1
+    """`cut_stream`: after this many tokens, end the stream with `[DONE]` and no
+    finish_reason (what llama-cpp-python's server does when another request interrupts it)."""
+    error_body: bytes | None = None
+    """`error`: this raw body instead of an OpenAI-shaped error (b"": an empty one)."""
 
 
 @dataclass
@@ -137,6 +142,8 @@ class FakeServer:
             request.transport.abort()
             return web.Response()
         if b.mode == "error":
+            if b.error_body is not None:
+                return web.Response(body=b.error_body, status=b.status)
             error = {"error": {"message": f"fake {b.status}", "type": "server_error"}}
             return web.json_response(error, status=b.status)
         if b.mode == "garbage":
@@ -232,6 +239,11 @@ class FakeServer:
         }
         try:
             for i, token in enumerate(tokens):
+                if self.behavior.mode == "cut_stream" and i == self.behavior.cut_after:
+                    await resp.write(b"data: [DONE]\n\n")
+                    await resp.write_eof()
+                    self.stats.streams_aborted += 1
+                    return resp
                 if self.behavior.mode == "drop_mid_stream" and i == max(1, len(tokens) // 2):
                     assert request.transport is not None
                     request.transport.abort()

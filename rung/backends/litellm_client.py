@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from rung.backends.ends import Ends
 from rung.config import BackendConfig
 from rung.errors import BackendError, BackendRejected, BackendTimeout, RungError
 
@@ -73,14 +74,18 @@ class LiteLLMClient:
     ) -> AsyncIterator[list[Json]]:
         """Chunks in OpenAI's shape, one batch per chunk, the usage chunk last."""
         _chat_only(path, self.url)
+        ends = Ends()
         try:
             chunks = await self._call(payload, headers, stream=True)
             async for chunk in chunks:
-                yield [chunk.model_dump()]
+                dumped = chunk.model_dump()
+                ends.see(dumped)
+                yield [dumped]
         except RungError:
             raise
         except Exception as exc:
             raise _translate(exc, self.url) from None
+        ends.check(self.url)
 
     async def probe(self, timeout_s: float) -> bool:
         """Hosted providers have no cheap health endpoint: a replica is taken out of rotation by

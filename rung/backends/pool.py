@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rung.backends import fanout
 from rung.backends.breaker import Breaker
 from rung.backends.client import Json, OpenAIClient
 from rung.backends.litellm_client import LiteLLMClient
@@ -20,8 +21,8 @@ from rung.errors import BackendError, BackendRejected, NoBackendAvailable
 log = logging.getLogger("rung.backends")
 
 
-def make_client(backend: BackendConfig) -> OpenAIClient | LiteLLMClient:
-    return LiteLLMClient(backend) if backend.type == "litellm" else OpenAIClient(backend)
+def make_client(backend: BackendConfig, tier: str = "") -> OpenAIClient | LiteLLMClient:
+    return LiteLLMClient(backend) if backend.type == "litellm" else OpenAIClient(backend, tier)
 
 
 @dataclass
@@ -80,7 +81,7 @@ class TierPool:
         self._turn = 0
         self.replicas = [
             Replica(
-                client=make_client(backend),
+                client=make_client(backend, tier.name),
                 breaker=Breaker(health.failure_threshold, health.cooldown_s),
                 slots=asyncio.Semaphore(backend.max_concurrency),
                 label=f"{tier.name}[{i}]",
@@ -139,10 +140,35 @@ class TierPool:
                     error.message,
                 )
 
+    def _fans_out(self, payload: Json) -> int:
+        """How many single-choice calls a request takes here (0: one call does it)."""
+        n = fanout.wanted(payload)
+        return n if n > 1 and self.tier.choices == "fan_out" else 0
+
     async def complete(
         self, path: str, payload: Json, headers: Mapping[str, str] | None = None
     ) -> tuple[Json, Replica]:
-        """Answer from the first replica that can; raise the last error if none could."""
+        """Answer from the first replica that can; raise the last error if none could. `n`
+        choices from a `fan_out` tier are `n` calls at once, joined."""
+        n = self._fans_out(payload)
+        if not n:
+            return await self._complete(path, payload, headers)
+        calls = [
+            asyncio.ensure_future(self._complete(path, fanout.one_choice(payload, i), headers))
+            for i in range(n)
+        ]
+        try:
+            answers = await asyncio.gather(*calls)
+        except BaseException:
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+            raise
+        return fanout.join([body for body, _ in answers]), answers[0][1]
+
+    async def _complete(
+        self, path: str, payload: Json, headers: Mapping[str, str] | None
+    ) -> tuple[Json, Replica]:
         last: BackendError | None = None
         for replica in self.candidates():
             replica.outstanding += 1
@@ -165,7 +191,47 @@ class TierPool:
     async def open_stream(
         self, path: str, payload: Json, headers: Mapping[str, str] | None = None
     ) -> OpenStream:
-        """Start a stream on the first replica that yields a chunk; later replicas on failure."""
+        """Start a stream on the first replica that yields a chunk; later replicas on failure.
+        `n` choices from a `fan_out` tier are `n` streams, one after the other."""
+        n = self._fans_out(payload)
+        if not n:
+            return await self._open_stream(path, payload, headers)
+        first = await self._open_stream(path, fanout.one_choice(payload, 0), headers)
+        chained = self._chain(first, path, payload, headers, n)
+        return OpenStream(first.replica, [], chained, lambda error: None)
+
+    async def _chain(
+        self,
+        first: OpenStream,
+        path: str,
+        payload: Json,
+        headers: Mapping[str, str] | None,
+        n: int,
+    ) -> AsyncIterator[list[Json]]:
+        """The choices' streams in turn, renumbered, their usage summed into one last chunk."""
+        usage = fanout.UsageSum()
+        last: Json | None = None
+        stream = first
+        for i in range(n):
+            if i:
+                stream = await self._open_stream(path, fanout.one_choice(payload, i), headers)
+            found = None
+            try:
+                async for batch in stream:
+                    chunks, seen = fanout.renumber(batch, i)
+                    found = seen if seen is not None else found
+                    if chunks:
+                        last = chunks[-1]
+                        yield chunks
+            finally:
+                await stream.aclose()
+            usage.add(found)
+        if usage.total is not None and last is not None:
+            yield [fanout.usage_chunk(last, usage.total)]
+
+    async def _open_stream(
+        self, path: str, payload: Json, headers: Mapping[str, str] | None
+    ) -> OpenStream:
         last: BackendError | None = None
         for replica in self.candidates():
             replica.outstanding += 1
@@ -200,12 +266,15 @@ class TierPool:
         return done
 
     async def probe(self) -> None:
-        """Probe every replica; a reachable one returns once its cooldown is over."""
-        results = await asyncio.gather(
-            *(r.client.probe(self.health.probe_timeout_s) for r in self.replicas)
-        )
+        """Probe every idle replica; a reachable one returns once its cooldown is over.
+
+        A replica with calls in flight is not probed: those calls say whether it is up, and a
+        probe may disturb them (llama-cpp-python's server ends a running stream when any other
+        request arrives)."""
+        idle = [r for r in self.replicas if r.outstanding == 0]
+        results = await asyncio.gather(*(r.client.probe(self.health.probe_timeout_s) for r in idle))
         now = self.clock()
-        for replica, ok in zip(self.replicas, results, strict=True):
+        for replica, ok in zip(idle, results, strict=True):
             if not ok and replica.outstanding > 0:
                 # A single-slot server (llama.cpp) may not answer a probe while it generates
                 # for us; the calls in flight will tell whether it is really down.

@@ -258,7 +258,7 @@ class RedisStore:
                     announced = announced_in(event, self.dimension) if key is not None else None
                     await on_change(Change(tenant, None if key is None else str(key), announced))
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     async def aclose(self) -> None:
         await self._fast.aclose()

@@ -113,6 +113,9 @@ class LocalTier(_Frozen):
     n_threads: int = Field(default=1, ge=1, le=256)
     """CPU threads per server; 1 is steadiest when several servers share few cores."""
     n_ctx: int = Field(default=2048, ge=256)
+    """Tokens (prompt + answer) one request may use."""
+    parallel: int = Field(default=1, ge=1, le=64)
+    """Requests one server decodes together (llama.cpp's slots, each with `n_ctx` tokens)."""
     read_timeout_s: PositiveSeconds = 300.0
     """CPU prompt processing can take a while before the first token."""
 
@@ -146,6 +149,12 @@ class TierConfig(_Frozen):
     """The backends enforce `response_format` (json_object / json_schema)."""
     vision: bool = False
     """The model reads `image_url` content parts."""
+    n: Literal["native", "fan_out", "one"] | None = None
+    """How a request for `n` > 1 choices is served: `native` (the backends honour `n`, as vLLM
+    does), `fan_out` (rung asks `n` times and joins the answers: servers that refuse or ignore
+    `n`, such as llama.cpp's), `one` (refused with a 400 naming the tier). Default: `fan_out`
+    for a `local` tier, else `native`. Either way the request is priced and budgeted as `n`
+    answers."""
     adapters: dict[str, AdapterConfig] = Field(default_factory=dict)
     """LoRA adapters by name; a tenant's `policy.adapters` picks one per tier."""
 
@@ -157,6 +166,13 @@ class TierConfig(_Frozen):
         if value in ROUTED_MODEL_NAMES:
             raise ValueError(f"{value!r} is reserved for routed requests")
         return value
+
+    @property
+    def choices(self) -> Literal["native", "fan_out", "one"]:
+        """How this tier serves `n` > 1 (see `n`)."""
+        if self.n is not None:
+            return self.n
+        return "fan_out" if self.local is not None else "native"
 
     @model_validator(mode="after")
     def _has_backends(self) -> TierConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rung.backends.fanout import wanted
 from rung.config import RungConfig
 
 CHARS_PER_TOKEN = 4
@@ -22,6 +23,8 @@ class Needs:
     """Estimated prompt tokens plus the answer's max_tokens."""
     prompt_tokens: int = 0
     """The estimated prompt alone."""
+    choices: int = 1
+    """`n`: answers wanted."""
 
 
 def needs_of(payload: dict[str, Any], prompt_chars: int, max_tokens: int) -> Needs:
@@ -34,7 +37,7 @@ def needs_of(payload: dict[str, Any], prompt_chars: int, max_tokens: int) -> Nee
     )
     tools = bool(payload.get("tools") or payload.get("functions"))
     prompt = -(-prompt_chars // CHARS_PER_TOKEN)
-    return Needs(tools, json, images, prompt + max_tokens, prompt)
+    return Needs(tools, json, images, prompt + max_tokens, prompt, wanted(payload))
 
 
 def fit_max_tokens(
@@ -76,6 +79,8 @@ def why_not(config: RungConfig, tier: int, needs: Needs) -> str | None:
         return "no vision"
     if t.context_window is not None and needs.tokens > t.context_window:
         return f"context {t.context_window} < ~{needs.tokens} tokens"
+    if needs.choices > 1 and t.choices == "one":
+        return f"one choice per request (n: one), {needs.choices} asked"
     return None
 
 

@@ -93,10 +93,11 @@ async def answer(handler: Handler, scope: Scope, receive: Receive, send: Send) -
     request = HotRequest(scope, receive, send)
     given = request.headers.get("x-request-id")
     notes = Notes(request_id(given))
-    # vLLM takes it as its own request id, which must be unique while it runs: a client's
-    # id (which it may reuse) gets a suffix; grep for the client's id still finds it.
-    unique = notes.request_id != given
-    notes.forward["x-request-id"] = notes.request_id if unique else f"{given}.{uuid4().hex[:8]}"
+    # The backends get an id of rung's own, a canonical UUID: vLLM takes it as its request id
+    # (unique while it runs, which a client's reused id is not) and llama-cpp-python's server
+    # refuses anything but a UUID with an empty 400. The request log pairs it with the client's.
+    notes.upstream_id = str(uuid4())
+    notes.forward["x-request-id"] = notes.upstream_id
     request.state.notes = notes
     tracing: Tracing | None = getattr(request.app.state, "tracing", None)
     span = tracing.start(scope["path"], request.headers, notes) if tracing else None
@@ -128,6 +129,13 @@ def _observe(request: Request, route: str, status: int, started: float, notes: N
             metrics.settled(notes.record, notes.reason)
     if state.runtime.config.server.log_format == "json":
         fields = request_fields(
-            notes.request_id, route, status, seconds, notes.record, notes.reason, notes.stages
+            notes.request_id,
+            route,
+            status,
+            seconds,
+            notes.record,
+            notes.reason,
+            notes.stages,
+            notes.upstream_id,
         )
         requests_log.info("request", extra={"fields": fields})

@@ -59,12 +59,15 @@ def request_fields(
     record: UsageRecord | None,
     reason: str,
     stages: dict[str, float],
+    upstream_id: str = "",
 ) -> dict[str, Any]:
-    """The per-request line's fields: ids, outcome, latencies, tokens, cost. No text, no key."""
+    """The per-request line's fields: ids, outcome, latencies, tokens, cost. No text, no key.
+    `status` is the outcome: a stream that broke after its 200 went out is its settled 502."""
     fields: dict[str, Any] = {
         "request_id": rid,
+        "upstream_request_id": upstream_id or None,
         "route": route,
-        "status": status,
+        "status": record.status if record is not None and record.status else status,
         "latency_ms": round(1000 * seconds, 2),
         "stages_ms": {k: round(1000 * v, 2) for k, v in stages.items()},
     }

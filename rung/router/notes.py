@@ -11,6 +11,8 @@ from rung.tenants.usage import UsageRecord
 @dataclass
 class Notes:
     request_id: str = ""
+    upstream_id: str = ""
+    """The id the backends were sent (x-request-id), one per request."""
     spans: list[tuple[str, float, float]] = field(default_factory=list)
     """(stage, start, end) perf_counter: admit, decide, cache, backend / first_byte."""
     record: UsageRecord | None = None

@@ -85,6 +85,7 @@ def _attributes(status: int, notes: Notes) -> dict[str, Any]:
     out: dict[str, Any] = {
         "http.response.status_code": status,
         "rung.request_id": notes.request_id,
+        "rung.upstream_request_id": notes.upstream_id,
     }
     record = notes.record
     if record is not None:

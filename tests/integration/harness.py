@@ -96,6 +96,14 @@ class Gateway:
         self.future.result(15)
 
 
+def drain(stream: Any, received: list[str]) -> None:
+    """Iterate a streamed completion, appending each chunk's text to `received`, which keeps what
+    came before an error raised mid-stream."""
+    for chunk in stream:
+        if chunk.choices:
+            received.append(chunk.choices[0].delta.content or "")
+
+
 def wait_until(predicate: Any, timeout: float = 5.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

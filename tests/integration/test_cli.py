@@ -171,3 +171,11 @@ def test_demo_serves_answers_and_leaves_no_fake_servers_behind():
             not Path(f"/proc/{pid}").exists()
             or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
         )
+
+
+def test_version_names_the_installed_release():
+    from importlib.metadata import version
+
+    result = rung("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"rung {version('rung')}"

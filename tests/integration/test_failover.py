@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from rung.backends.fake_server import Behavior
-from tests.integration.harness import client, make_config, tier, wait_until
+from tests.integration.harness import client, drain, make_config, tier, wait_until
 
 ASK = [{"role": "user", "content": "hi"}]
 
@@ -63,13 +63,8 @@ def test_a_stream_that_breaks_midway_ends_with_an_error_event(fake, gateway):
     gw = gateway(make_config([tier("small", only)]))
     received: list[str] = []
     stream = client(gw).chat.completions.create(model="rung", messages=ASK, stream=True)
-
-    def drain() -> None:
-        for chunk in stream:
-            received.append(chunk.choices[0].delta.content or "")
-
     with pytest.raises(openai.APIError, match="failed mid-stream"):
-        drain()
+        drain(stream, received)
     assert "".join(received) == "w1 w2 w3"
 
 

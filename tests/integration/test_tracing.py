@@ -3,6 +3,7 @@ per stage, the trace context and request id sent on to the backend, no prompt te
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -52,7 +53,10 @@ def test_a_request_is_one_trace_from_the_caller_to_the_backend(fake: Any, gatewa
     sent = small.stats.last_headers
     assert sent["traceparent"].split("-")[1] == TRACE  # the backend joins the same trace
     assert sent["traceparent"].split("-")[2] == f"{root.context.span_id:016x}"
-    assert sent["x-request-id"].startswith("req-7.")  # the client's id, made unique
+    # the backend gets rung's own UUID (unique, and one every server accepts), named on the span
+    assert str(uuid.UUID(sent["x-request-id"])) == sent["x-request-id"]
+    assert root.attributes["rung.upstream_request_id"] == sent["x-request-id"]
+    assert root.attributes["rung.request_id"] == "req-7"
     text = repr([dict(s.attributes or {}) for s in spans.values()])
     assert "secret words" not in text
 
@@ -64,4 +68,5 @@ def test_tracing_off_sends_no_trace_context(fake: Any, gateway: Any) -> None:
     body = {"model": "rung", "messages": [{"role": "user", "content": "hi"}]}
     assert httpx.post(f"{gw.url}/v1/chat/completions", json=body, timeout=10).status_code == 200
     assert "traceparent" not in small.stats.last_headers
-    assert len(small.stats.last_headers["x-request-id"]) == 32
+    sent = small.stats.last_headers["x-request-id"]
+    assert str(uuid.UUID(sent)) == sent

@@ -8,24 +8,10 @@ import pytest
 from rung.backends.local.launcher import (
     LaunchError,
     LlamaServer,
-    llama_env,
     resolve_weights,
     with_backends,
 )
 from rung.config import parse_config
-
-
-def test_model_servers_do_not_inherit_settings_from_our_environment():
-    env = {
-        "PATH": "/usr/bin",
-        "HOME": "/root",
-        "PORT": "8080",
-        "host": "0.0.0.0",
-        "API_KEY": "secret",
-        "CONFIG_FILE": "x.yaml",
-        "N_CTX": "9",
-    }
-    assert llama_env(env) == {"PATH": "/usr/bin", "HOME": "/root"}
 
 
 def test_the_server_command_pins_loopback_port_threads_and_context(tmp_path: Path):
@@ -36,6 +22,7 @@ def test_the_server_command_pins_loopback_port_threads_and_context(tmp_path: Pat
         port=4321,
         n_threads=1,
         n_ctx=2048,
+        parallel=2,
         python="py",
     )
     command = server.command()
@@ -43,11 +30,12 @@ def test_the_server_command_pins_loopback_port_threads_and_context(tmp_path: Pat
     pairs = dict(zip(command[3::2], command[4::2], strict=True))
     assert pairs == {
         "--model": str(tmp_path / "m.gguf"),
-        "--model_alias": "m",
+        "--alias": "m",
         "--host": "127.0.0.1",
         "--port": "4321",
-        "--n_threads": "1",
-        "--n_ctx": "2048",
+        "--threads": "1",
+        "--ctx": "2048",
+        "--parallel": "2",
     }
     assert server.url == "http://127.0.0.1:4321/v1"
 
@@ -83,11 +71,36 @@ def test_launched_servers_become_the_tier_backends(tmp_path: Path):
         "x",
         {},
     )
-    servers = [LlamaServer("local", "l", tmp_path, port) for port in (7001, 7002)]
+    servers = [LlamaServer("local", "l", tmp_path, port, parallel=3) for port in (7001, 7002)]
     ready = with_backends(config, servers)
     assert [b.url for b in ready.tiers[0].backends] == ["http://127.0.0.1:9000/v1"]
     local = ready.tiers[1].backends
     assert [b.url for b in local] == ["http://127.0.0.1:7001/v1", "http://127.0.0.1:7002/v1"]
-    assert {b.max_concurrency for b in local} == {1}  # llama.cpp serves one at a time
+    assert {b.max_concurrency for b in local} == {3}  # a server's slots: rung queues the rest
     assert {b.read_timeout_s for b in local} == {99}
     assert ready.unlaunched_local_tiers() == []
+
+
+def test_a_local_run_without_an_admin_key_gets_one_only_on_loopback():
+    from rung.up import with_run_key
+
+    tiny = {
+        "tiers": [
+            {
+                "name": "t",
+                "model": "m",
+                "price": {"input_per_mtok": 1, "output_per_mtok": 1},
+                "local": {"weights": "x.gguf"},
+            }
+        ]
+    }
+    config, key = with_run_key(parse_config(tiny, "x", {}))
+    assert key is not None
+    assert key.startswith("run-")
+    assert config.server.admin_key is not None
+    assert config.server.admin_key.get_secret_value() == key
+    assert with_run_key(parse_config(tiny, "x", {}))[1] != key  # a new one each run
+    public = parse_config({**tiny, "server": {"host": "0.0.0.0"}}, "x", {})
+    assert with_run_key(public) == (public, None)
+    own = parse_config({**tiny, "server": {"admin_key": "mine-0123456789"}}, "x", {})
+    assert with_run_key(own) == (own, None)

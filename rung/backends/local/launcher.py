@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -25,85 +23,18 @@ from rung.weights.fetch import FetchError, fetch
 log = logging.getLogger("rung.local")
 
 
-# llama_cpp.server reads its settings from the environment too (pydantic-settings), and HOST,
-# PORT and CONFIG_FILE there even override its command line: `make run PORT=8080` once moved a
-# model server onto the gateway's port. Model servers get an environment without them.
-LLAMA_SETTINGS = frozenset(
-    {
-        "api_key",
-        "cache",
-        "cache_size",
-        "cache_type",
-        "chat_format",
-        "chat_template_kwargs",
-        "clip_model_path",
-        "config_file",
-        "disable_ping_events",
-        "draft_model",
-        "draft_model_num_pred_tokens",
-        "embedding",
-        "flash_attn",
-        "hf_model_repo_id",
-        "hf_pretrained_model_name_or_path",
-        "hf_tokenizer_config_path",
-        "host",
-        "interrupt_requests",
-        "kv_overrides",
-        "last_n_tokens_size",
-        "logits_all",
-        "lora_base",
-        "lora_path",
-        "main_gpu",
-        "model",
-        "model_alias",
-        "mul_mat_q",
-        "n_batch",
-        "n_ctx",
-        "n_gpu_layers",
-        "n_threads",
-        "n_threads_batch",
-        "n_ubatch",
-        "numa",
-        "offload_kqv",
-        "port",
-        "root_path",
-        "rope_freq_base",
-        "rope_freq_scale",
-        "rope_scaling_type",
-        "rpc_servers",
-        "seed",
-        "split_mode",
-        "ssl_certfile",
-        "ssl_keyfile",
-        "tensor_split",
-        "type_k",
-        "type_v",
-        "use_mlock",
-        "use_mmap",
-        "verbose",
-        "vocab_only",
-        "yarn_attn_factor",
-        "yarn_beta_fast",
-        "yarn_beta_slow",
-        "yarn_ext_factor",
-        "yarn_orig_ctx",
-    }
-)
-
-
-def llama_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The environment for a llama.cpp server: ours, minus anything it would take as a setting."""
-    return {k: v for k, v in environ.items() if k.lower() not in LLAMA_SETTINGS}
-
-
 class LaunchError(RungError):
     """A local model server could not be started; the message says why and what to do."""
 
 
+ENGINE_MODULE = "xllamacpp"
+"""The package that carries llama.cpp's server (a prebuilt wheel: `pip install rung[local]`)."""
+
+
 def llama_cpp_available(python: str = sys.executable) -> bool:
     if python == sys.executable:
-        return importlib.util.find_spec("llama_cpp") is not None
-    probe = subprocess.run([python, "-c", "import llama_cpp.server"], capture_output=True)
+        return importlib.util.find_spec(ENGINE_MODULE) is not None
+    probe = subprocess.run([python, "-c", f"import {ENGINE_MODULE}"], capture_output=True)
     return probe.returncode == 0
 
 
@@ -138,13 +69,18 @@ class LlamaServer:
     port: int
     n_threads: int = 1
     n_ctx: int = 2048
+    parallel: int = 1
     log_path: Path | None = None
     python: str = sys.executable
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
+        return self.base + "/v1"
 
     def command(self) -> list[str]:
         return [
@@ -153,16 +89,18 @@ class LlamaServer:
             "rung.backends.local.llama_serve",
             "--model",
             str(self.model_path),
-            "--model_alias",
+            "--alias",
             self.alias,
             "--host",
             "127.0.0.1",
             "--port",
             str(self.port),
-            "--n_threads",
+            "--threads",
             str(self.n_threads),
-            "--n_ctx",
+            "--ctx",
             str(self.n_ctx),
+            "--parallel",
+            str(self.parallel),
         ]
 
     def start(self) -> None:
@@ -173,15 +111,15 @@ class LlamaServer:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=llama_env(os.environ),
             )
         finally:
             if self.log_path:
                 out.close()  # type: ignore[union-attr]
 
     def ready(self) -> bool:
+        """llama.cpp's server answers /health with 200 once the model is loaded (503 before)."""
         try:
-            with urllib.request.urlopen(self.url + "/models", timeout=2) as response:
+            with urllib.request.urlopen(self.base + "/health", timeout=2) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
@@ -245,6 +183,7 @@ class LocalLadder:
                         port=free_port(),
                         n_threads=tier.local.n_threads,
                         n_ctx=tier.local.n_ctx,
+                        parallel=tier.local.parallel,
                         log_path=log_dir / f"llama-{tier.name}-{i}.log",
                         python=python,
                     )
@@ -255,8 +194,8 @@ class LocalLadder:
         """Start every server, wait for all, and return the config with their URLs filled in."""
         if self.servers and not llama_cpp_available(self.servers[0].python):
             raise LaunchError(
-                "llama-cpp-python is not installed in this environment: run "
-                "`make llama` (or see docs/local-ladder.md)"
+                f"llama.cpp's server ({ENGINE_MODULE}) is not installed in this environment: "
+                "run `make install` or `pip install 'rung[local]'` (docs/local-ladder.md)"
             )
         self._log_dir.mkdir(parents=True, exist_ok=True)
         for server in self.servers:
@@ -296,9 +235,12 @@ def with_backends(config: RungConfig, servers: list[LlamaServer]) -> RungConfig:
         if tier.local is None or not local:
             tiers.append(tier)
             continue
-        # llama.cpp serves one request at a time: rung queues, the server never does.
+        # A server decodes `parallel` requests together; rung queues the rest, so a request
+        # waits in rung (where its deadline and failover apply), never inside the server.
         added = [
-            BackendConfig(url=s.url, max_concurrency=1, read_timeout_s=tier.local.read_timeout_s)
+            BackendConfig(
+                url=s.url, max_concurrency=s.parallel, read_timeout_s=tier.local.read_timeout_s
+            )
             for s in local
         ]
         tiers.append(tier.model_copy(update={"backends": [*tier.backends, *added]}))

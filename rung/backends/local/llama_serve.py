@@ -1,80 +1,60 @@
-"""`python -m rung.backends.local.llama_serve ARGS`: llama-cpp-python's OpenAI server, with
-top-logprobs computed in linear time.
+"""`python -m rung.backends.local.llama_serve ARGS`: llama.cpp's own OpenAI-compatible server
+(the C++ `llama-server`, prebuilt in the `xllamacpp` wheel) for one GGUF file.
 
-llama-cpp-python builds each token's `top_logprobs` by sorting the whole vocabulary as Python
-tuples (`sorted(zip(logprobs, range(n_vocab)), reverse=True)`, then keeping the first k): ~140 ms
-per token for Qwen2.5's 152k-token vocabulary, which made an answer with logprobs 6-7x slower
-than one without (measured: 200 tokens in 7.2 s without, 50.7 s with). Confidence-based
-escalation asks for logprobs on every call, so this entry point replaces that one `sorted` name in
-`llama_cpp.llama` with a partial selection (numpy `argpartition`) that returns the same leading
-entries in the same order. Anything that is not exactly that call shape goes to the builtin.
+Why this server: it ships as a prebuilt wheel (no compiler, no 4-20 minute build), batches
+requests continuously, answers `GET /health`, and a health check or a second request never cuts
+a stream short (llama-cpp-python's server ends any running stream when another request arrives,
+its `interrupt_requests` default). Its logprobs are OpenAI's shape; it refuses `n` > 1 with a
+400, which rung's tiers declare (`n: fan_out`) so that rung asks once per choice.
 """
 
 from __future__ import annotations
 
-import builtins
+import argparse
+import signal
 import sys
-from collections.abc import Callable, Iterable
-from typing import Any
-
-import numpy as np
-
-TOP = 64
-"""Entries kept (OpenAI allows at most 20 top_logprobs; the server slices the first k)."""
+import threading
+from types import FrameType
 
 
-def _vocab_values(iterable: Any) -> Any | None:
-    """For `zip(values, range(n))`, the values (a list or a 1-D array); else None."""
-    if type(iterable) is not zip:
-        return None
-    reduced: Any = iterable.__reduce__()  # (zip, iterators[, strict])
-    parts = reduced[1]
-    if len(parts) != 2:
-        return None
-    values_it, index_it = parts
-    reduced_values = values_it.__reduce__()
-    reduced_index = index_it.__reduce__()
-    # A fresh iterator reduces to (iter, (container,)) or (iter, (container,), position).
-    if len(reduced_values) < 2 or len(reduced_index) < 2:
-        return None
-    if reduced_values[2:] not in ((), (0,)) or reduced_index[2:] not in ((), (0,)):
-        return None
-    values = reduced_values[1][0]
-    index = reduced_index[1][0] if reduced_index[1] else None
-    if not isinstance(index, range) or index != range(len(values)):
-        return None
-    if isinstance(values, np.ndarray) and values.ndim == 1:
-        return values
-    if isinstance(values, list) and values and type(values[0]) is float:
-        return values
-    return None
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="rung.backends.local.llama_serve")
+    parser.add_argument("--model", required=True, help="a .gguf file")
+    parser.add_argument("--alias", required=True, help="the model id clients send")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--ctx", type=int, default=2048, help="tokens per request (per slot)")
+    parser.add_argument("--parallel", type=int, default=1, help="requests decoded together")
+    return parser.parse_args(argv)
 
 
-def top_sorted(
-    iterable: Iterable[Any], /, *, key: Callable[..., Any] | None = None, reverse: bool = False
-) -> list[Any]:
-    """`sorted`, except that `sorted(zip(values, range(n)), reverse=True)` over a vocabulary
-    returns only its first TOP entries, found in linear time."""
-    try:
-        values = _vocab_values(iterable) if reverse and key is None else None
-    except (TypeError, ValueError, IndexError):  # an iterator that reduces differently
-        values = None
-    if values is None or len(values) <= TOP:
-        return builtins.sorted(iterable, key=key, reverse=reverse)
-    array = np.asarray(values)
-    top = np.argpartition(array, len(array) - TOP)[-TOP:]
-    # Same order as the full sort: by value, then by index, both descending.
-    order = sorted(((array[i], int(i)) for i in top), reverse=True)
-    return [(values[i], i) for _, i in order]
+def main(argv: list[str] | None = None) -> None:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    import xllamacpp
 
+    params = xllamacpp.CommonParams()
+    params.model.path = args.model
+    params.model_alias = {args.alias}
+    params.hostnames = [args.host]
+    params.port = args.port
+    params.n_parallel = args.parallel
+    # Each slot gets the whole window: a request that fits `--ctx` is never cut by its neighbours.
+    params.n_ctx = args.ctx * args.parallel
+    params.cpuparams.n_threads = args.threads
+    params.cpuparams_batch.n_threads = args.threads
+    params.endpoint_metrics = True
+    stop = threading.Event()
 
-def main() -> None:
-    import llama_cpp.llama
-    from llama_cpp.server.__main__ import main as serve
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
 
-    llama_cpp.llama.sorted = top_sorted  # type: ignore[attr-defined]
-    sys.argv[0] = "llama_cpp.server"
-    serve()  # type: ignore[no-untyped-call]
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server = xllamacpp.Server(params)  # loads the model, then listens on a thread of its own
+    print(f"listening on {server.listening_address}", flush=True)
+    stop.wait()
+    print("stopping", flush=True)
 
 
 if __name__ == "__main__":
