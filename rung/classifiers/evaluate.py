@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from rung.classifiers.decision import choose_tiers, choose_tiers_by_threshold
-from rung.classifiers.goal import LAMBDAS, at_lambda, describe, meet
+from rung.classifiers.goal import LAMBDAS, at_lambda, describe, interval, meet, met
 from rung.classifiers.goal import Point as GoalPoint
 from rung.config import GoalConfig
 
@@ -159,17 +159,29 @@ def at_goals(
     goals: tuple[GoalConfig, ...] = STANDARD_GOALS,
 ) -> list[dict[str, Any]]:
     """Each goal's lambda, met on the validation curve, then applied to these (held-out) data:
-    what the operator would really get."""
+    what the operator would really get, with 95% bootstrap intervals. `met` says whether the
+    validation curve reached the goal at all (if not, the closest point was taken)."""
     out = []
     for goal in goals:
         chosen = meet(goal, validation)
         held = at_lambda(chosen.lam, probabilities, scores, costs, prices)
+        spread = interval(chosen.lam, probabilities, scores, costs, prices)
         out.append(
             {
                 "goal": describe(goal),
                 "lambda": chosen.lam,
-                "validation": {"cost_share": chosen.cost_share, "keep": chosen.keep},
-                "held_out": {"cost_share": held.cost_share, "keep": held.keep},
+                "validation": {
+                    "cost_share": chosen.cost_share,
+                    "keep": chosen.keep,
+                    "met": met(goal, chosen),
+                },
+                "held_out": {
+                    "cost_share": held.cost_share,
+                    "keep": held.keep,
+                    "keep_95": list(spread["keep"]),
+                    "cost_share_95": list(spread["cost_share"]),
+                    "prompts": len(scores),
+                },
             }
         )
     return out

@@ -77,6 +77,52 @@ def meet(goal: GoalConfig, points: list[Point]) -> Point:
     return max(within, key=lambda p: (p.keep, -p.cost_share))
 
 
+def met(goal: GoalConfig, point: Point) -> bool:
+    if goal.keep is not None:
+        return point.keep >= goal.keep
+    assert goal.max_cost_share is not None
+    return point.cost_share <= goal.max_cost_share
+
+
+def interval(
+    lam: float,
+    probabilities: Array,
+    scores: Array,
+    costs: Array,
+    prices: Array,
+    draws: int = 1000,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
+    """95% bootstrap intervals (prompts resampled) of the quality kept and the cost share of
+    one lambda on these prompts: how far a figure from a few hundred prompts can be trusted."""
+    top = int(np.argmax(prices))
+    choice = choose_tiers(probabilities, prices, lam)
+    rows = np.arange(len(scores))
+    got, top_scores = scores[rows, choice], scores[:, top]
+    spent, top_costs = costs[rows, choice], costs[:, top]
+    pick = np.random.default_rng(seed).integers(0, len(scores), size=(draws, len(scores)))
+    top_mean = top_scores[pick].mean(axis=1)
+    keep = np.divide(got[pick].mean(axis=1), top_mean, out=np.ones(draws), where=top_mean > 0)
+    total = top_costs[pick].sum(axis=1)
+    share = np.divide(spent[pick].sum(axis=1), total, out=np.zeros(draws), where=total > 0)
+
+    def bounds(x: Array) -> tuple[float, float]:
+        return float(np.quantile(x, 0.025)), float(np.quantile(x, 0.975))
+
+    return {"keep": bounds(keep), "cost_share": bounds(share)}
+
+
+def keeps(keep: float, top: str) -> str:
+    """`keeps 93.1% of large's score`; above 100% it says why (the cheaper tiers answer some
+    prompts the top tier gets wrong) rather than promising more than the top tier."""
+    if keep > 1:
+        return (
+            f"keeps all of {top}'s score ({keep:.1%}: cheaper tiers are right on some prompts "
+            f"{top} gets wrong)"
+        )
+    return f"keeps {keep:.1%} of {top}'s score"
+
+
 def at_lambda(
     lam: float, probabilities: Array, scores: Array, costs: Array, prices: Array
 ) -> Point:

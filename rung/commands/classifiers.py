@@ -35,8 +35,8 @@ def run_train(args: argparse.Namespace) -> int:
         f"{t.name} {a:.2f}" for t, a in zip(ladder.tiers, data.scores.mean(0), strict=True)
     )
     print(
-        f"trained on {split['train']} prompts ({accuracy}); goals are met on "
-        f"{split['validation']} validation prompts; classifier in {args.out}"
+        f"trained on {split['train']} prompts ({accuracy}); goals are fitted on their "
+        f"{split['validation']} out-of-fold predictions; classifier in {args.out}"
     )
     if "test" in model.held:
         print(f"held out ({split['test']} test prompts, never fitted or tuned on):")

@@ -17,7 +17,7 @@ import numpy as np
 
 from rung.classifiers.batcher import MicroBatcher
 from rung.classifiers.decision import choose_tier, choose_tier_by_threshold, prefer_spare
-from rung.classifiers.goal import Point, at_lambda, curve, describe, eased, meet
+from rung.classifiers.goal import Point, at_lambda, curve, describe, eased, interval, keeps, meet
 from rung.classifiers.model import DifficultyModel
 from rung.config import DEFAULT_GOAL, GoalConfig, TierConfig
 from rung.errors import ConfigError
@@ -174,11 +174,15 @@ class ClassifierChooser:
         lam = self.lam_for(goal, tiers)
         part = test.columns(tiers)
         prices = np.array([self.prices[k] for k in tiers], dtype=np.float64)
-        point = at_lambda(lam, part.probabilities, part.scores, part.costs(prices), prices)
+        costs = part.costs(prices)
+        point = at_lambda(lam, part.probabilities, part.scores, costs, prices)
+        spread = interval(lam, part.probabilities, part.scores, costs, prices)
         top = self.model.tier_names[tiers[int(np.argmax(prices))]]
+        (k0, k1), (c0, c1) = spread["keep"], spread["cost_share"]
         return (
-            f"lambda {lam:.3g}; on {len(part.scores)} held-out prompts it keeps "
-            f"{point.keep:.1%} of {top}'s score at {point.cost_share:.1%} of its cost"
+            f"lambda {lam:.3g}; on {len(part.scores)} held-out prompts it {keeps(point.keep, top)} "
+            f"(95% interval {k0:.0%}-{k1:.0%}) at {point.cost_share:.1%} of its cost "
+            f"({c0:.0%}-{c1:.0%})"
         )
 
     def _points(self, tiers: tuple[int, ...]) -> list[Point]:

@@ -62,11 +62,32 @@ def test_goals_are_met_on_validation_and_reported_on_held_out_data():
     by_goal = {g["goal"]: g for g in metrics["goals"]}
     keep = by_goal["keep:0.95"]
     assert keep["validation"]["keep"] >= 0.95
-    assert keep["held_out"] == keep["validation"]  # same data here: same figures
+    assert keep["validation"]["met"] is True
+    held = keep["held_out"]
+    # same data here: same figures, inside their own bootstrap intervals
+    assert (held["keep"], held["cost_share"]) == (
+        keep["validation"]["keep"],
+        keep["validation"]["cost_share"],
+    )
+    assert held["keep_95"][0] <= held["keep"] <= held["keep_95"][1]
+    assert held["cost_share_95"][0] <= held["cost_share"] <= held["cost_share_95"][1]
+    assert held["prompts"] == 3
     assert by_goal["max_cost_share:0.5"]["validation"]["cost_share"] <= 0.5
-    # nothing spends only 30% here: the goal gets the cheapest point there is
+    # nothing spends only 30% here: the goal gets the cheapest point there is, and says it
+    # missed (it used to print "met" beside a cost share over the goal)
     cheapest = min(p.cost_share for p in validation)
-    assert by_goal["max_cost_share:0.3"]["validation"]["cost_share"] == cheapest
+    missed = by_goal["max_cost_share:0.3"]["validation"]
+    assert missed["cost_share"] == cheapest > 0.3
+    assert missed["met"] is False
+
+
+def test_a_keep_over_one_is_explained_not_promised():
+    from rung.classifiers.goal import keeps
+
+    assert keeps(0.931, "large") == "keeps 93.1% of large's score"
+    over = keeps(1.067, "large")
+    assert over.startswith("keeps all of large's score (106.7%")
+    assert "cheaper tiers are right on some prompts large gets wrong" in over
 
 
 def test_calibration_error():
