@@ -43,6 +43,15 @@ class Behavior:
     finish_reason (what llama-cpp-python's server does when another request interrupts it)."""
     error_body: bytes | None = None
     """`error`: this raw body instead of an OpenAI-shaped error (b"": an empty one)."""
+    usage: dict[str, Any] | None = None
+    """Report exactly this usage (a backend that lies: negative, absurd counts)."""
+    stream_usage: bool = True
+    """Streams: send the usage chunk when the request asks for it (`stream_options.
+    include_usage`, as OpenAI's spec says); False: never (a server that ignores it)."""
+    ignore_max_tokens: bool = False
+    """Answer the whole reply whatever max_tokens says (a runaway backend)."""
+    raw_body: bytes | None = None
+    """`ok`, not streamed: answer exactly these bytes."""
 
 
 @dataclass
@@ -114,6 +123,8 @@ class FakeServer:
         words = text.split(" ")
         tokens = [w if i == 0 else " " + w for i, w in enumerate(words)]
         limit = payload.get("max_tokens")
+        if self.behavior.ignore_max_tokens:
+            return tokens
         return tokens[:limit] if isinstance(limit, int) and limit > 0 else tokens
 
     async def _models(self, request: web.Request) -> web.Response:
@@ -154,6 +165,8 @@ class FakeServer:
         if payload.get("stream"):
             return await self._stream(request, payload, tokens, chat)
         self.stats.completed += 1
+        if b.raw_body is not None:
+            return web.Response(body=b.raw_body, content_type="application/json")
         return web.Response(
             body=orjson.dumps(self._body(payload, tokens, chat)), content_type="application/json"
         )
@@ -187,7 +200,9 @@ class FakeServer:
         asked = payload.get("model")
         return asked if asked in self.adapters else self.model
 
-    def _usage(self, payload: dict[str, Any], tokens: list[str]) -> dict[str, int]:
+    def _usage(self, payload: dict[str, Any], tokens: list[str]) -> dict[str, Any]:
+        if self.behavior.usage is not None:
+            return self.behavior.usage
         prompt = max(1, len(orjson.dumps(payload.get("messages") or payload.get("prompt"))) // 4)
         n = payload.get("n") if self.behavior.honour_n else 1
         completion = len(tokens) * (n if isinstance(n, int) else 1) * self.behavior.usage_scale
@@ -270,8 +285,17 @@ class FakeServer:
                 last["delta"] = {}
             else:
                 last["text"] = ""
-            final = {**base, "choices": [last], "usage": self._usage(payload, tokens)}
-            await resp.write(b"data: " + orjson.dumps(final) + b"\n\ndata: [DONE]\n\n")
+            final: dict[str, Any] = {**base, "choices": [last]}
+            await resp.write(b"data: " + orjson.dumps(final) + b"\n\n")
+            options = payload.get("stream_options")
+            if (
+                self.behavior.stream_usage
+                and isinstance(options, dict)
+                and options.get("include_usage")
+            ):
+                usage = {**base, "choices": [], "usage": self._usage(payload, tokens)}
+                await resp.write(b"data: " + orjson.dumps(usage) + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
         except (ConnectionError, asyncio.CancelledError):
             self.stats.streams_aborted += 1
@@ -288,8 +312,10 @@ async def _serve_forever(
     reply: str | None,
     mode: Mode = "ok",
     delay_s: float = 0.0,
+    behavior: dict[str, Any] | None = None,
 ) -> None:
     server = FakeServer(name=name, model=model)
+    server.behavior = Behavior(**(behavior or {}))
     server.behavior.reply = reply
     server.behavior.mode = mode
     server.behavior.delay_s = delay_s
@@ -309,14 +335,29 @@ def main() -> None:
     parser.add_argument("--model", default="fake-model")
     parser.add_argument("--reply", help="fixed answer text (default: echo the question)")
     parser.add_argument(
-        "--mode", default="ok", choices=["ok", "error", "garbage", "drop", "drop_mid_stream"]
+        "--mode",
+        default="ok",
+        choices=["ok", "error", "garbage", "drop", "drop_mid_stream", "cut_stream"],
     )
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before answering")
+    parser.add_argument(
+        "--behavior",
+        type=orjson.loads,
+        default=None,
+        help='other Behavior fields as JSON, e.g. {"chunk_delay_s": 0.1, "usage": {...}}',
+    )
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             _serve_forever(
-                args.port, args.name, args.model, args.host, args.reply, args.mode, args.delay
+                args.port,
+                args.name,
+                args.model,
+                args.host,
+                args.reply,
+                args.mode,
+                args.delay,
+                args.behavior,
             )
         )
 

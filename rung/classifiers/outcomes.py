@@ -7,6 +7,7 @@ each tier's model in that data and its price in USD per million tokens.
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -70,8 +71,15 @@ class Outcome:
 
 
 def read_rows(path: str | Path) -> Iterator[dict[str, Any]]:
-    """JSON objects of a JSONL file; a torn last line (an interrupted write) is skipped."""
-    with Path(path).open(encoding="utf-8") as f:
+    """JSON objects of a JSONL file (or a gzipped one, `.gz`); a torn last line (an interrupted
+    write) is skipped."""
+    path = Path(path)
+    opened = (
+        gzip.open(path, "rt", encoding="utf-8")
+        if path.suffix == ".gz"
+        else path.open(encoding="utf-8")
+    )
+    with opened as f:
         for line in f:
             if not line.strip():
                 continue

@@ -32,9 +32,13 @@ class ServerSettings(_Frozen):
     """Longest time a client may take to send its request body (408 after it: a slow or
     stalled body never holds a connection for long)."""
     keep_alive_timeout_s: PositiveSeconds = 5.0
-    """How long an idle keep-alive connection stays open (uvicorn's timeout_keep_alive).
-    Headers that trickle in are not bounded by uvicorn: put a proxy with a header timeout
-    (nginx `client_header_timeout`, as in deploy/nginx.conf) in front on an open network."""
+    """How long an idle keep-alive connection stays open (uvicorn's timeout_keep_alive)."""
+    header_timeout_s: PositiveSeconds = 10.0
+    """Longest time a client may take to send a request's headers, from connecting (or from a
+    kept-alive request's first byte): a connection that sends nothing or trickles is answered
+    408 and closed, not held."""
+    max_header_bytes: int = Field(default=65_536, ge=1024)
+    """Request line plus headers, in bytes; more is answered 431 and the connection closed."""
     access_log: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
+from starlette.types import Receive, Scope, Send
 
 from rung.backends import describe
 from rung.cache.policy import directives, replay
@@ -32,8 +33,9 @@ from rung.router.schemas import (
     routing_text,
     validate,
 )
-from rung.router.sse import StreamResponse
-from rung.tenants.gate import Outcome
+from rung.router.sse import CLIENT_CLOSED, SLACK, Bounds, Relay, Relayed, StreamResponse
+from rung.tenants.gate import Outcome, Ticket
+from rung.tenants.policy import estimated_tokens
 
 log = logging.getLogger("rung.router")
 router = APIRouter()
@@ -87,13 +89,38 @@ def _buffered(request: Request) -> bool:
     return cycle is not None and getattr(cycle, "more_body", None) is False
 
 
+MAX_DEPTH = 128
+"""Deepest nesting of arrays and objects a request may have. orjson reads 1,024 levels but
+writes only 255, so a deeper body would fail when rung sends it on: refused at the door."""
+
+
 def _parse(body: bytes | bytearray) -> Any:
     if not body:
         raise InvalidRequest("the request body is empty; expected a JSON object")
     try:
-        return orjson.loads(body)
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    # Nesting deeper than the limit needs at least that many brackets: most bodies skip the walk.
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and depth(parsed) > MAX_DEPTH:
+        raise InvalidRequest(f"the request body is nested deeper than {MAX_DEPTH} levels")
+    return parsed
+
+
+def depth(value: Any) -> int:
+    """How deep arrays and objects nest in a parsed JSON value (without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _body_schema(model: type[ChatRequest | CompletionRequest]) -> dict[str, Any]:
@@ -229,27 +256,57 @@ async def _handle(
     prices = [_price(config, t, plan) for t in plan.order]
     answers = 1 if plan.threshold is None else 1 + config.escalation.max_steps
     await gate.reserve(ticket, prices, answers)
-    started = time.perf_counter()
+    handed = False  # True once the response owns the settlement (its background, its relay)
     try:
-        if parsed.stream:
-            stream, served = await pipeline.open_stream(path, payload, plan)
-        else:
-            body, served = await pipeline.complete(path, payload, plan)
-    except RungError as exc:
-        status, _ = status_of(exc)
-        failed = Outcome([], [], "", None, None, None, None, status)
-        notes.record = await gate.settle(ticket, failed)
+        response = await _call(request, path, payload, parsed.stream, plan, ticket, notes, release)
+        handed = True
+        return response
+    except BaseException as exc:
+        if not handed:  # whatever went wrong after admission, the reservation is settled
+            failed = Outcome([], [], "", None, None, None, None, _failure_status(exc))
+            notes.record = await asyncio.shield(gate.settle(ticket, failed))
         raise
-    notes.mark("first_byte" if parsed.stream else "backend", started, time.perf_counter())
-    notes.reason = served.reason
-    headers = {**served.headers(config), **ticket.headers}
-    if parsed.stream:
 
-        async def done(answer: dict[str, Any] | None) -> None:
+
+def _failure_status(exc: BaseException) -> int:
+    if isinstance(exc, RungError):
+        return status_of(exc)[0]
+    return CLIENT_CLOSED if isinstance(exc, asyncio.CancelledError) else 500
+
+
+async def _call(
+    request: Request,
+    path: str,
+    payload: dict[str, Any],
+    stream: bool,
+    plan: Plan,
+    ticket: Ticket,
+    notes: Notes,
+    release: Callable[[], None],
+) -> Response:
+    """Call the plan's tiers and build the response that settles the reservation when done."""
+    runtime: Runtime = request.app.state.runtime
+    pipeline, gate = runtime.pipeline, runtime.gate
+    config = pipeline.config
+    started = time.perf_counter()
+    if stream:
+        # Every backend is asked for usage, so a stream is charged what it used; the client
+        # sees the usage chunk only if it asked for it.
+        options = payload.get("stream_options")
+        keep_usage = isinstance(options, dict) and options.get("include_usage") is True
+        sent = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        opened, served = await pipeline.open_stream(path, {**payload, "stream_options": sent}, plan)
+        notes.mark("first_byte", started, time.perf_counter())
+        notes.reason = served.reason
+        prompt_estimate = plan.prompt_tokens * ticket.choices
+
+        async def done(answer: dict[str, Any] | None, status: int, relayed: Relayed) -> None:
             try:
-                usage = (answer or {}).get("usage") or {}
-                status = 200 if answer else 502
-                outcome = _outcome(config, served, usage, status, plan)
+                usage = (answer or {}).get("usage")
+                estimate = (prompt_estimate, estimated_tokens(relayed.chars, relayed.pieces))
+                outcome = _outcome(
+                    config, served, usage if isinstance(usage, dict) else {}, status, plan, estimate
+                )
                 notes.record = await gate.settle(ticket, outcome)
                 if answer is not None:
                     await pipeline.remember_conversation(plan, served, payload, answer)
@@ -259,8 +316,19 @@ async def _handle(
             finally:
                 release()
 
-        return StreamResponse(stream, headers, done)
-    response = json_response(body, 200, headers)
+        bounds = Bounds(
+            max_pieces=ticket.max_tokens * ticket.choices + SLACK,
+            deadline=plan.deadline or asyncio.get_running_loop().time(),
+            lapsed=lambda: ticket.lapsed,
+            keep_usage=keep_usage,
+        )
+        headers = {**served.headers(config), **ticket.headers}
+        return StreamResponse(Relay(opened, bounds, done), headers)
+    body, served = await pipeline.complete(path, payload, plan)
+    notes.mark("backend", started, time.perf_counter())
+    notes.reason = served.reason
+    headers = {**served.headers(config), **ticket.headers}
+    response = Settling(orjson.dumps(body), 200, headers, media_type="application/json")
     reported = body.get("usage")
     outcome = _outcome(config, served, reported if isinstance(reported, dict) else {}, 200, plan)
 
@@ -278,6 +346,19 @@ async def _handle(
     return response
 
 
+class Settling(Response):
+    """A JSON answer whose settlement (its background task) runs however sending it ends: a
+    send that fails must not leave the reservation held until its lease runs out."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        background, self.background = self.background, None
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if background is not None:
+                await asyncio.shield(background())
+
+
 def _price(config: RungConfig, tier: int, plan: Plan) -> tuple[float, float]:
     adapter = plan.adapters.get(tier)
     price = config.tiers[tier].price
@@ -287,36 +368,37 @@ def _price(config: RungConfig, tier: int, plan: Plan) -> tuple[float, float]:
 
 
 def _outcome(
-    config: RungConfig, served: Served, usage: dict[str, Any], status: int, plan: Plan
+    config: RungConfig,
+    served: Served,
+    usage: dict[str, Any],
+    status: int,
+    plan: Plan,
+    estimate: tuple[int, int] | None = None,
 ) -> Outcome:
-    """What to charge and record: a tenant's adapter is recorded as `<tier>@<adapter>`."""
+    """What to charge and record, with the usage as reported (the gate checks it): a tenant's
+    adapter is recorded as `<tier>@<adapter>`."""
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     tier = config.tiers[served.tier].name
     adapter = plan.adapters.get(served.tier)
     if adapter is not None:
         tier = f"{tier}@{adapter}"
-    earlier: list[tuple[tuple[float, float], int | None, int | None]] = []
+    earlier: list[tuple[tuple[float, float], object, object]] = []
     for call in served.calls:
         used = call.usage or {}
         p, c = used.get("prompt_tokens"), used.get("completion_tokens")
-        earlier.append(
-            (
-                _price(config, call.tier, plan),
-                p if isinstance(p, int) else None,
-                c if isinstance(c, int) else call.tokens_seen,
-            )
-        )
+        earlier.append((_price(config, call.tier, plan), p, call.tokens_seen if c is None else c))
     return Outcome(
         tiers=served.tried,
         models=[served.model],
         tier=tier,
         price=_price(config, served.tier, plan),
-        prompt_tokens=prompt if isinstance(prompt, int) else None,
-        completion_tokens=completion if isinstance(completion, int) else None,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
         cache=served.cache,
         status=status,
         escalated=",".join(served.escalated) or None,
         earlier=earlier,
+        estimate=estimate,
     )
 
 

@@ -74,6 +74,14 @@ class Metrics:
         self.escalations = Counter(
             "rung_escalations", "Answers escalated to a higher tier", ["tenant", "step"], registry=r
         )
+        self.unreliable_usage = Counter(
+            "rung_usage_unreliable",
+            "Answers charged without believable usage from the backend: `invalid` (negative, "
+            "absurd: charged the reservation), `missing` (none: the reservation), `estimated` "
+            "(a stream without usage, or one the client left: charged what was relayed)",
+            ["tier", "kind"],
+            registry=r,
+        )
         self.latency = Histogram(
             "rung_request_seconds",
             "Whole request, first byte in to last byte out",
@@ -133,6 +141,9 @@ class Metrics:
         tally.inc(top, record.top_tier_cost / MICRO)
         for step in escalations:
             tally.inc(step)
+        unreliable = record.extra.get("usage") if record.extra else None
+        if unreliable is not None:
+            tally.inc(self.unreliable_usage.labels(tier, str(unreliable)))
 
     def _children(
         self,

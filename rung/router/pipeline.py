@@ -113,8 +113,9 @@ class Pipeline:
             pinned = self.config.tier_index(model)
             if pinned is None:
                 names = ", ".join([*ROUTED_MODEL_NAMES, *(t.name for t in self.config.tiers)])
+                shown = model if len(model) <= 64 else model[:64] + "…"  # never echo 100 KB
                 raise ModelNotFound(
-                    f"The model '{model}' does not exist. Use one of: {names}.", param="model"
+                    f"The model '{shown}' does not exist. Use one of: {names}.", param="model"
                 )
             why = why_not(self.config, pinned, needs) if needs is not None else None
             if why is not None:

@@ -300,6 +300,7 @@ class Runtime:
         runtime.tasks = [
             asyncio.create_task(probe_forever(pools, config.health.interval_s)),
             asyncio.create_task(gate.reconcile_forever()),
+            asyncio.create_task(gate.renew_forever()),
         ]
         return runtime
 

@@ -15,6 +15,7 @@ from uvicorn.config import LOGGING_CONFIG
 from rung.config import RungConfig
 from rung.router.app import create_app
 from rung.router.metrics import MULTIPROC_ENV
+from rung.router.protocol import bounded
 
 
 def sigterm_exits() -> None:
@@ -61,6 +62,7 @@ def serve(config: RungConfig, workers: int = 1, config_path: Path | None = None)
             proxy_headers=server.access_log,
             timeout_graceful_shutdown=30,
             timeout_keep_alive=int(max(1, server.keep_alive_timeout_s)),
+            http=bounded(server.header_timeout_s, server.max_header_bytes),
             # JSON logs: uvicorn's own loggers go through rung's handler as well.
             log_config=None if server.log_format == "json" else LOGGING_CONFIG,
         )

@@ -14,9 +14,12 @@ second can be missing from it.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 from bisect import bisect_left
 from typing import Any
 
+log = logging.getLogger("rung.router")
 FLUSH_S = 1.0
 MAX_PENDING = 10_000
 
@@ -31,7 +34,11 @@ class Tally:
         self._armed = False
 
     def inc(self, child: Any, amount: float = 1.0) -> None:
-        """`child.inc(amount)`, at the next flush."""
+        """`child.inc(amount)`, at the next flush. A counter only goes up: a negative or
+        non-finite amount (request data rung failed to check) is dropped here, so it can never
+        make a flush raise and lose the other updates."""
+        if not 0 <= amount < math.inf:
+            return
         counts = self._counts
         counts[child] = counts.get(child, 0.0) + amount
         self._added()
@@ -62,9 +69,15 @@ class Tally:
         observed, self._observed = self._observed, {}
         self._pending, self._armed = 0, False
         for child, amount in counts.items():
-            child.inc(amount)
+            try:
+                child.inc(amount)
+            except ValueError:  # one bad update must not cost the rest of the second's
+                log.exception("a metric update was refused")
         for child, values in observed.items():
-            add_observations(child, values)
+            try:
+                add_observations(child, values)
+            except ValueError:
+                log.exception("a metric update was refused")
 
 
 def add_observations(child: Any, values: list[float]) -> None:

@@ -62,7 +62,13 @@ class Admission:
 class Ledger(Protocol):
     async def reserve(self, hold: Hold, daily: int | None, monthly: int | None) -> bool: ...
 
-    async def settle(self, hold: Hold, actual: int) -> None: ...
+    async def settle(self, hold: Hold, actual: int) -> bool:
+        """Charge `actual` and release the reservation; False when its lease had already run
+        out (the spend is added all the same: it happened)."""
+
+    async def renew(self, holds: list[Hold]) -> set[str]:
+        """Extend live reservations by their lease from now; returns the ids of those that
+        were no longer live (their lease ran out before the renewal)."""
 
     async def spend(self, tenant: str, day: str, month: str) -> Spend: ...
 
@@ -123,7 +129,7 @@ class MemoryLedger:
         self._holds[hold.id] = (hold, self.clock() + hold.lease_s)
         return True
 
-    async def settle(self, hold: Hold, actual: int) -> None:
+    async def settle(self, hold: Hold, actual: int) -> bool:
         self._expire()
         live = self._holds.pop(hold.id, None) is not None
         for period in (hold.day, hold.month):
@@ -131,6 +137,17 @@ class MemoryLedger:
             counters[0] += actual
             if live:  # an expired lease was released already
                 counters[1] -= hold.amount
+        return live
+
+    async def renew(self, holds: list[Hold]) -> set[str]:
+        self._expire()
+        now, lapsed = self.clock(), set()
+        for hold in holds:
+            if hold.id in self._holds:
+                self._holds[hold.id] = (hold, now + hold.lease_s)
+            else:
+                lapsed.add(hold.id)
+        return lapsed
 
     async def spend(self, tenant: str, day: str, month: str) -> Spend:
         self._expire()

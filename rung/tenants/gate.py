@@ -26,6 +26,7 @@ from rung.tenants.periods import periods, seconds_to_next_minute
 from rung.tenants.policy import (
     TenantPolicy,
     budget_share,
+    checked_usage,
     downshift,
     prompt_token_bound,
     request_cost,
@@ -60,7 +61,13 @@ class Ticket:
     """Monotonic start, for the latency (the wall clock `started` dates the record)."""
     choices: int = 1
     """Answers one backend call may generate (`n`, `best_of`): each may use max_tokens."""
+    prompt_bound: int = 0
+    """Prompt tokens the request may be charged in all: the prompt's bound once per choice (a
+    tier that fans `n` out reads the prompt `n` times)."""
     hold: Hold | None = None
+    lapsed: bool = False
+    """Its reservation ran out and could not be renewed (the store was away longer than the
+    lease): a stream still running is cut, so nothing is spent unreserved."""
     unmetered: bool = False
     """Admitted without the store (fail_open during an outage)."""
     downshift: float = 0.0
@@ -74,14 +81,20 @@ class Outcome:
     """The tier that answered (or the hit's)."""
     price: Price | None
     """The answering tier's price (None: nothing to charge, e.g. a cache hit)."""
-    prompt_tokens: int | None
-    completion_tokens: int | None
+    prompt_tokens: object
+    completion_tokens: object
+    """As the backend reported them (None: not reported); checked before anything believes
+    them (`checked_usage`)."""
     cache: str | None
     status: int
     escalated: str | None = None
-    earlier: list[tuple[Price, int | None, int | None]] = field(default_factory=list)
-    """Answers escalated away from: (price, prompt tokens, completion tokens); a None prompt
-    count (a stream cancelled by its probe) is charged at the request's prompt bound."""
+    earlier: list[tuple[Price, object, object]] = field(default_factory=list)
+    """Answers escalated away from: (price, prompt tokens, completion tokens) as reported; a
+    None prompt count (a stream cancelled by its probe) is charged at the request's prompt
+    bound."""
+    estimate: tuple[int, int] | None = None
+    """(prompt, completion) tokens estimated from what was relayed, for a stream whose backend
+    reported no usage (or one the client hung up on)."""
 
 
 class Gate:
@@ -106,6 +119,11 @@ class Gate:
         top = config.tiers[-1].price
         self.top_price: Price = (top.input_per_mtok, top.output_per_mtok)
         self._pending: deque[tuple[Hold, int]] = deque()
+        self._live: dict[str, Ticket] = {}
+        """Requests holding a reservation, by hold id (renewed until they settle)."""
+        self.late_settlements = 0
+        self._warned: set[str] = set()
+        """Tiers whose invalid usage was logged (once each)."""
         self._down_since: float | None = None
         self.store_errors = 0
         self._reconciler: asyncio.Task[None] | None = None
@@ -145,10 +163,19 @@ class Gate:
         now = self.clock()
         day, month = self._periods_at(now)
         max_tokens = min(requested_max_tokens or policy.max_tokens, policy.max_tokens)
-        prompt = prompt_token_bound(prompt_bytes, messages)
+        prompt = prompt_token_bound(prompt_bytes, messages) * choices
         bound = prompt + max_tokens * choices
         ticket = Ticket(
-            policy, policy, max_tokens, bound, int(now // 60), day, month, now, choices=choices
+            policy,
+            policy,
+            max_tokens,
+            bound,
+            int(now // 60),
+            day,
+            month,
+            now,
+            choices=choices,
+            prompt_bound=prompt,
         )
         if not self._metered(policy):
             return ticket
@@ -204,8 +231,7 @@ class Gate:
         policy = ticket.policy
         if not policy.metered or ticket.unmetered:
             return
-        prompt = ticket.token_bound - ticket.max_tokens * ticket.choices
-        generated = ticket.max_tokens * ticket.choices
+        prompt, generated = ticket.prompt_bound, ticket.max_tokens * ticket.choices
         costs = sorted((request_cost(prompt, generated, i, o) for i, o in prices), reverse=True)
         # One answer per call at most from each tier (fallbacks and escalations go up the
         # ladder), but never fewer calls than `answers`: the dearest cost covers the rest.
@@ -226,46 +252,96 @@ class Gate:
                 headers=ticket.headers,
             )
         ticket.hold = hold
+        self._live[hold.id] = ticket
+
+    async def renew(self) -> None:
+        """Extend the leases of the reservations of requests still running (a long stream
+        keeps its money reserved); a request whose lease ran out anyway is marked lapsed."""
+        tickets = [t for t in self._live.values() if t.hold is not None]
+        if not tickets:
+            return
+        try:
+            lapsed = await self.ledger.renew([t.hold for t in tickets if t.hold is not None])
+        except CounterError:
+            return  # the store is away: the next round tries again within the lease
+        for ticket in tickets:
+            if ticket.hold is not None and ticket.hold.id in lapsed:
+                ticket.lapsed = True
+
+    async def renew_forever(self) -> None:
+        every = max(0.05, self.config.limits.reservation_lease_s / 3)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.renew()
+            except Exception:  # a bug in one round must not end renewing for good
+                log.exception("reservation renewal failed")
 
     # -- settlement --------------------------------------------------------------------------
 
     async def settle(self, ticket: Ticket, outcome: Outcome) -> UsageRecord:
         """Charge the actual cost, release the rest of the reservation, record the usage (and
-        return the record, for metrics and logs)."""
-        prompt = outcome.prompt_tokens
-        completion = outcome.completion_tokens
+        return the record, for metrics and logs). Reported usage is believed only within the
+        request's bounds (`checked_usage`); else the reservation is charged."""
+        completion_bound = ticket.max_tokens * ticket.choices
+        bounds = (ticket.prompt_bound, completion_bound)
+        reported = (outcome.prompt_tokens, outcome.completion_tokens)
+        checked = checked_usage(*reported, *bounds)
+        kind: str | None = None  # how far the token counts can be trusted, for the record
         if outcome.price is None:
-            actual = 0
-        elif prompt is None or completion is None:
-            # No usage from the backend: charge what was reserved (never under-count).
-            actual = ticket.hold.amount if ticket.hold else 0
-        else:
+            prompt, completion, actual = 0, 0, 0
+        elif checked is not None:
+            prompt, completion = checked
             actual = request_cost(prompt, completion, *outcome.price)
-        bound = ticket.token_bound - ticket.max_tokens * ticket.choices
+        elif reported == (None, None) and outcome.estimate is not None:
+            prompt = min(outcome.estimate[0], ticket.prompt_bound)
+            completion = min(outcome.estimate[1], completion_bound)
+            actual = request_cost(prompt, completion, *outcome.price)
+            kind = "estimated"
+        else:
+            # No usage, or usage no request could have (negative, absurd): charge what was
+            # reserved, never under-count or credit.
+            prompt, completion = bounds
+            actual = ticket.hold.amount if ticket.hold else request_cost(*bounds, *outcome.price)
+            kind = "missing" if reported == (None, None) else "invalid"
+            if kind == "invalid":
+                self._invalid_usage(outcome.tier, reported)
         for price, p, c in outcome.earlier:
-            actual += request_cost(bound if p is None else p, c or 0, *price)
+            call = checked_usage(p if p is not None else ticket.prompt_bound, c or 0, *bounds)
+            actual += request_cost(*(call or bounds), *price)
         if ticket.hold is not None and actual > ticket.hold.amount:
-            # A backend reported more usage than the request could cost (it ignored
-            # max_tokens, or counted differently): charge the reservation, say so.
+            # Escalations and fallbacks stay within what was reserved for them; more would
+            # mean a bug in the reservation: charge the reservation, say so.
             log.warning(
-                "tenant %s: reported usage costs %d micro-USD, more than the %d reserved; "
+                "tenant %s: usage costs %d micro-USD, more than the %d reserved; "
                 "charging the reservation",
                 ticket.base.tenant,
                 actual,
                 ticket.hold.amount,
             )
             actual = ticket.hold.amount
-        top = request_cost(prompt or 0, completion or 0, *self.top_price)
+        top = request_cost(prompt, completion, *self.top_price)
         policy = ticket.base
         if ticket.hold is not None:
+            self._live.pop(ticket.hold.id, None)
             try:
-                await self.ledger.settle(ticket.hold, actual)
+                live = await self.ledger.settle(ticket.hold, actual)
             except CounterError as exc:
                 self._store_failed(exc)
                 self._keep(ticket.hold, actual)
+            else:
+                if not live:
+                    self.late_settlements += 1
+                    log.warning(
+                        "tenant %s: a request settled after its reservation's lease ran out "
+                        "(the store was away longer than limits.reservation_lease_s); its %d "
+                        "micro-USD are added to the spend all the same",
+                        policy.tenant,
+                        actual,
+                    )
         elif ticket.unmetered and policy.metered and actual:
             self._keep(Hold(policy.tenant, ticket.day, ticket.month, 0), actual)
-        used = (prompt or 0) + (completion or 0)
+        used = prompt + completion
         if (policy.tokens_per_minute) and not ticket.unmetered:
             with contextlib.suppress(CounterError):
                 await self.limiter.adjust(policy.tenant, ticket.minute, used - ticket.token_bound)
@@ -274,8 +350,8 @@ class Gate:
             time=ticket.started,
             tiers=outcome.tiers,
             models=outcome.models,
-            prompt_tokens=prompt or 0,
-            completion_tokens=completion or 0,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
             cost=actual,
             top_tier_cost=top,
             cache=outcome.cache,
@@ -285,10 +361,22 @@ class Gate:
             tier=outcome.tier,
             day=ticket.day,
             month=ticket.month,
+            extra={"usage": kind} if kind else {},
         )
         with contextlib.suppress(CounterError):
             await self.usage.append(record)
         return record
+
+    def _invalid_usage(self, tier: str, reported: tuple[object, object]) -> None:
+        if tier in self._warned or len(self._warned) > 1000:
+            return
+        self._warned.add(tier)
+        log.warning(
+            "tier %s reported usage no request could have (prompt %r, completion %r tokens): "
+            "charged the reservation instead; logged once per tier",
+            tier,
+            *(str(v)[:20] for v in reported),
+        )
 
     # -- faults ------------------------------------------------------------------------------
 

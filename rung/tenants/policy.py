@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TypeGuard
 
 from rung.config import DEFAULT_GOAL, GoalConfig, Policy, RungConfig
 
@@ -148,3 +149,29 @@ def prompt_token_bound(prompt_bytes: int, messages: int) -> int:
     template tokens per message. Reservations use it so a request never costs more than its
     reservation."""
     return prompt_bytes + 8 * messages + 16
+
+
+def checked_usage(
+    prompt: object, completion: object, prompt_bound: int, completion_bound: int
+) -> tuple[int, int] | None:
+    """A backend's reported (prompt, completion) tokens when they are believable: whole numbers,
+    not negative, and within what the request could use (its prompt bound, max_tokens for every
+    choice). Anything else (missing, negative, a float, 10^12) is unknown: None. Unknown usage
+    is charged the reservation, never credited and never believed for the savings figures."""
+    if not (_count(prompt) and _count(completion)):
+        return None
+    if prompt > prompt_bound or completion > completion_bound:
+        return None
+    return prompt, completion
+
+
+def _count(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def estimated_tokens(chars: int, pieces: int) -> int:
+    """Completion tokens of a streamed answer whose backend sent no usage: the larger of the
+    pieces relayed (a streamed chunk carries at least one token) and one token per 4
+    characters (English text averages about 4 characters a token; code and other scripts
+    fewer, so this errs low for them). Stated in docs/tenants.md."""
+    return max(pieces, -(-chars // 4))

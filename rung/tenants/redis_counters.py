@@ -11,6 +11,7 @@ a Redis admit exactly what fits. Keys under `rung:`:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
@@ -56,16 +57,33 @@ return 1
 SETTLE = (
     EXPIRE_HOLDS
     + """
+local live = 0
 for i = 1, 2 do
   if redis.call('ZREM', KEYS[2 + i], ARGV[5]) == 1 then  -- an expired lease was released
     redis.call('HINCRBY', KEYS[i], 'reserved', 0 - tonumber(ARGV[1]))  -- never "-0"
+    live = 1
   end
   redis.call('HINCRBY', KEYS[i], 'spent', tonumber(ARGV[2]))
   redis.call('EXPIRE', KEYS[i], ARGV[2 + i])
 end
-return 1
+return live
 """
 )
+
+RENEW = (
+    EXPIRE_HOLDS
+    + """
+local live = 0
+for i = 1, 2 do
+  if redis.call('ZSCORE', KEYS[2 + i], ARGV[1]) then
+    redis.call('ZADD', KEYS[2 + i], now + tonumber(ARGV[2]), ARGV[1])
+    live = 1
+  end
+end
+return live
+"""
+)
+"""Extends one live reservation's lease; one that ran out is not brought back."""
 
 SPEND = (
     EXPIRE_HOLDS
@@ -123,6 +141,7 @@ class RedisLedger:
         self._redis = client(url, timeout_s)
         self._reserve = Script(RESERVE)
         self._settle = Script(SETTLE)
+        self._renew = Script(RENEW)
         self._spend = Script(SPEND)
 
     async def reserve(self, hold: Hold, daily: int | None, monthly: int | None) -> bool:
@@ -133,11 +152,20 @@ class RedisLedger:
         args.append(int(hold.lease_s * 1000))
         return bool(await guard(self._redis.run(self._reserve, keys, args)))
 
-    async def settle(self, hold: Hold, actual: int) -> None:
+    async def settle(self, hold: Hold, actual: int) -> bool:
         keys = _keys(hold.tenant, hold.day, hold.month)
         args: list[str | int] = [hold.amount, actual, DAY_TTL, MONTH_TTL]
         args.append(f"{hold.id}:{hold.amount}")
-        await guard(self._redis.run(self._settle, keys, args))
+        return bool(await guard(self._redis.run(self._settle, keys, args)))
+
+    async def renew(self, holds: list[Hold]) -> set[str]:
+        async def one(hold: Hold) -> bool:
+            keys = _keys(hold.tenant, hold.day, hold.month)
+            args: list[str | int] = [f"{hold.id}:{hold.amount}", int(hold.lease_s * 1000)]
+            return bool(await guard(self._redis.run(self._renew, keys, args)))
+
+        renewed = await asyncio.gather(*(one(h) for h in holds))
+        return {h.id for h, ok in zip(holds, renewed, strict=True) if not ok}
 
     async def spend(self, tenant: str, day: str, month: str) -> Spend:
         values = await guard(self._redis.run(self._spend, _keys(tenant, day, month), []))

@@ -17,6 +17,7 @@ from rung.backends.fake_server import FakeServer
 from rung.config import RungConfig, parse_config
 from rung.ports import free_port
 from rung.router import create_app
+from rung.router.protocol import bounded
 
 T = TypeVar("T")
 
@@ -78,8 +79,14 @@ class Gateway:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(config, source, serving)
+        edge = config.server
         uv_config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="on",
+            http=bounded(edge.header_timeout_s, edge.max_header_bytes),  # as `rung serve` does
         )
         self.server = uvicorn.Server(uv_config)
         self.future = asyncio.run_coroutine_threadsafe(self.server.serve(), loop.loop)

@@ -138,6 +138,8 @@ def test_a_stalled_body_gets_408_within_the_body_timeout(fake, gateway, caplog):
         )
         answer = sock.recv(4096)
         waited = time.monotonic() - started
+        while b"request_timeout" not in answer and (more := sock.recv(4096)):
+            answer += more  # headers and body may come in two segments
     assert answer.startswith(b"HTTP/1.1 408")
     assert b"request_timeout" in answer
     assert waited < 3
@@ -166,3 +168,36 @@ def test_a_body_that_arrives_in_pieces_is_read_whole(gw):
     head, _, payload = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     assert json.loads(payload)["choices"][0]["message"]["content"]
+
+
+def test_a_huge_model_name_is_not_echoed_whole(gw):
+    answer = post(gw, {**OK, "model": "m" * 2_000})  # the body limit here is 4 KB
+    assert answer.status_code == 404
+    assert len(answer.content) < 1000
+    assert "m" * 64 + "…" in answer.json()["error"]["message"]
+
+
+def test_oversized_headers_get_431_and_the_gateway_goes_on(gw):
+    huge = {"authorization": "Bearer " + "k" * 1_000_000}
+    answer = httpx.post(f"{gw.url}/v1/chat/completions", json=OK, headers=huge, timeout=10)
+    assert answer.status_code == 431
+    assert post(gw, OK).status_code == 200
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"])
+def test_headers_that_never_finish_are_answered_408_and_closed(fake, gateway, sent):
+    """A connection that sends nothing, or headers that never end, was held forever."""
+    import time
+
+    config = make_config([tier("small", fake("small"))], server={"header_timeout_s": 0.5})
+    port = int(gateway(config).url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        started = time.monotonic()
+        sock.sendall(sent)
+        answer = b""
+        while more := sock.recv(4096):
+            answer += more
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b"request headers not received within 0.5s" in answer
+    assert waited < 3

@@ -69,8 +69,9 @@ def test_streaming_chat_arrives_chunk_by_chunk_and_ends_cleanly(fake, gateway):
         chunks = list(response.parse())
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "one two three four"
-    assert len(chunks) == 5
-    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert len(chunks) == 6  # four tokens, the finish, the usage (as OpenAI's spec has it)
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices == []
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 4
     assert small.stats.streams_finished == 1

@@ -67,10 +67,33 @@ async def test_a_reservation_nobody_settles_expires_and_a_late_settlement_counts
     await asyncio.sleep(0.4)
     spend = await ledger.spend("acme", "2026-12-01", "2026-12")
     assert (spend.day_spent, spend.day_reserved) == (0, 0)  # both leases ran out
-    await ledger.settle(late, 25)  # settled after its lease: the spend counts, once
+    assert await ledger.settle(late, 25) is False  # after its lease: counts once, and says so
     spend = await ledger.spend("acme", "2026-12-01", "2026-12")
     assert (spend.day_spent, spend.day_reserved, spend.month_reserved) == (25, 0, 0)
     assert await ledger.reserve(Hold("acme", "2026-12-01", "2026-12", 75), 100, None)
+
+
+async def test_a_renewed_reservation_outlives_its_lease_and_a_lapsed_one_is_named(
+    stores: Any,
+) -> None:
+    """Issue 28: a stream longer than its lease let new requests be admitted against the same
+    money. A running request's reservation is renewed; one that ran out is reported lapsed."""
+    ledger, _, _ = stores
+    running = Hold("acme", "2026-12-02", "2026-12", 60, lease_s=0.3)
+    forgotten = Hold("acme", "2026-12-02", "2026-12", 30, lease_s=0.3)
+    assert await ledger.reserve(running, 100, None)
+    assert await ledger.reserve(forgotten, 100, None)
+    for _ in range(4):  # 0.6 s: twice the lease, renewed every 0.15 s
+        await asyncio.sleep(0.15)
+        lapsed = await ledger.renew([running])
+        assert lapsed == set()
+    spend = await ledger.spend("acme", "2026-12-02", "2026-12")
+    assert spend.day_reserved == 60  # still held; the forgotten one ran out
+    assert not await ledger.reserve(Hold("acme", "2026-12-02", "2026-12", 50), 100, None)
+    assert await ledger.renew([running, forgotten]) == {forgotten.id}
+    assert await ledger.settle(running, 55) is True
+    spend = await ledger.spend("acme", "2026-12-02", "2026-12")
+    assert (spend.day_spent, spend.day_reserved) == (55, 0)
 
 
 async def test_rate_windows_count_requests_and_tokens(stores: Any) -> None:

@@ -92,3 +92,20 @@ def test_without_a_loop_pending_updates_stay_bounded() -> None:
     tally.flush()
     assert registry.get_sample_value("c_total", {"k": "a"}) == 130.0
     assert registry.get_sample_value("h_count", {"k": "a"}) == 130.0
+
+
+def test_a_bad_amount_never_makes_a_flush_lose_the_others():
+    from prometheus_client import CollectorRegistry, Counter
+
+    from rung.router.tally import Tally
+
+    registry = CollectorRegistry()
+    counter = Counter("x", "x", ["k"], registry=registry)
+    tally = Tally()
+    tally.inc(counter.labels("a"), 2)
+    tally.inc(counter.labels("b"), -1_000_000)  # usage a backend lied about
+    tally.inc(counter.labels("c"), float("inf"))
+    tally.flush()
+    assert registry.get_sample_value("x_total", {"k": "a"}) == 2
+    assert registry.get_sample_value("x_total", {"k": "b"}) == 0
+    assert registry.get_sample_value("x_total", {"k": "c"}) == 0

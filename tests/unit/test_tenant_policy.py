@@ -186,3 +186,35 @@ def test_periods_roll_over_in_the_configured_zone() -> None:
     moment = 1_796_083_200.0  # 2026-12-01 00:00 UTC
     assert periods(moment, "UTC") == ("2026-12-01", "2026-12")
     assert periods(moment, "America/New_York") == ("2026-11-30", "2026-11")
+
+
+@pytest.mark.parametrize(
+    ("prompt", "completion", "expected"),
+    [
+        (10, 5, (10, 5)),
+        (0, 0, (0, 0)),
+        (100, 20, (100, 20)),  # exactly the bounds
+        (101, 5, None),  # more prompt than the request had
+        (10, 21, None),  # more than max_tokens for every choice
+        (-1_000_000, 5, None),
+        (10, -1, None),
+        (10**12, 10**12, None),
+        (3.5, 5, None),
+        ("7", 5, None),
+        (True, 5, None),
+        (None, 5, None),
+        (None, None, None),
+    ],
+)
+def test_only_believable_usage_is_believed(prompt, completion, expected):
+    from rung.tenants.policy import checked_usage
+
+    assert checked_usage(prompt, completion, 100, 20) == expected
+
+
+def test_a_stream_without_usage_is_estimated_from_what_was_relayed():
+    from rung.tenants.policy import estimated_tokens
+
+    assert estimated_tokens(chars=18, pieces=4) == 5  # 18 characters: ceil(18 / 4)
+    assert estimated_tokens(chars=3, pieces=3) == 3  # never fewer than the pieces
+    assert estimated_tokens(chars=0, pieces=0) == 0
