@@ -263,6 +263,7 @@ def main() -> None:
         "skipped": skipped,
         "metrics_record_us_per_request": metrics_cost_us(),
         "escalation_signals_us_per_answer": signals_cost_us(),
+        "answer_verifier_us_per_answer": verifier_cost_us(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -294,6 +295,37 @@ def signals_cost_us(rounds: int = 5) -> dict[str, float]:
                 body_signals(body, False)
             samples.append((time.perf_counter() - started) / repeat * 1e6)
         out[f"{tokens}_tokens"] = round(statistics.median(samples), 1)
+    return out
+
+
+def verifier_cost_us(rounds: int = 5) -> dict[str, float]:
+    """In process: median microseconds to judge one answer with the cascade's answer verifier
+    (read the answer, one logistic), for a short and a long answer in GSM8K's JSON shape and a
+    multiple-choice one, with the shipped production classifier."""
+    from rung.classifiers.answers import read
+    from rung.classifiers.model import load, resolve
+    from rung.classifiers.verifier import inputs
+
+    verifier = load(resolve("production")).verifier
+    if verifier is None:
+        return {}
+    prompt = "Janet has 16 eggs. She eats 3 and bakes with 4. She sells the rest at $2 each."
+    step = "16 - 3 - 4 = 9 eggs are left, and 9 * 2 = 18 dollars. "
+    answers = {
+        "json_400_chars": '{"reasoning": "' + step * 7 + '", "answer": "18"}',
+        "json_2000_chars": '{"reasoning": "' + step * 36 + '", "answer": "18"}',
+        "choice_600_chars": "We refer to Wikipedia. " * 24 + "The answer is (C).",
+    }
+    out = {}
+    for name, text in answers.items():
+        samples = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(500):
+                reading = read(text, prompt, "stop")
+                verifier.probability(0, inputs(reading.features, 0.7, None))
+            samples.append((time.perf_counter() - started) / 500 * 1e6)
+        out[name] = round(statistics.median(samples), 1)
     return out
 
 

@@ -1,9 +1,11 @@
-"""What the escalation stream probe costs in time to first token, on the real local ladder.
+"""What judging a stream costs in time to first token, on the real local ladder, for each
+`escalation.streams` mode.
 
-Starts the llama.cpp tiers of config/local.yaml and two gateways in front of the same servers:
-one without escalation, one with escalation on streams and a threshold of 0 (it probes every
-stream, holds back the first `probe_tokens` tokens, and never escalates), so the difference is
-the probe alone. Alternating requests, medians, JSON.
+Starts the llama.cpp tiers of config/local.yaml and three gateways in front of the same
+servers: `off` (streams are not judged), `probe` (escalation on with a threshold of 0: every
+stream's first `probe_tokens` tokens are held back and judged, and it never escalates) and
+`hold` (the same, but the whole answer is produced and judged before its first byte goes out).
+The differences are the judging alone. Alternating requests, medians, JSON.
 
     python bench/probe_ttft.py [--requests 10] [--out bench/results/probe_ttft.json]
 """
@@ -73,10 +75,14 @@ async def run(config: Any, requests: int) -> dict[str, Any]:
         }
     )
     probing = base.model_copy(update={"escalation": EscalationConfig(enabled=True, threshold=0.0)})
-    ports = [free_port(), free_port()]
-    servers = [await serve(create_app(c), p) for c, p in zip((base, probing), ports, strict=True)]
+    holding = base.model_copy(
+        update={"escalation": EscalationConfig(enabled=True, threshold=0.0, streams="hold")}
+    )
+    configs = (base, probing, holding)
+    ports = [free_port() for _ in configs]
+    servers = [await serve(create_app(c), p) for c, p in zip(configs, ports, strict=True)]
     urls = [f"http://127.0.0.1:{p}/v1/chat/completions" for p in ports]
-    times: dict[str, list[float]] = {"plain": [], "probe": []}
+    times: dict[str, list[float]] = {"off": [], "probe": [], "hold": []}
     for i in range(requests):
         question = QUESTIONS[i % len(QUESTIONS)]
         for name, url in zip(times, urls, strict=True):
@@ -84,10 +90,12 @@ async def run(config: Any, requests: int) -> dict[str, Any]:
     for server in servers:
         server.should_exit = True
     await asyncio.sleep(0.5)
-    plain, probe = statistics.median(times["plain"]), statistics.median(times["probe"])
+    median = {name: statistics.median(runs) for name, runs in times.items()}
     return {
-        "ttft_p50_s": {"plain": round(plain, 3), "probe": round(probe, 3)},
-        "probe_adds_s": round(probe - plain, 3),
+        "ttft_p50_s": {name: round(value, 3) for name, value in median.items()},
+        "probe_adds_s": round(median["probe"] - median["off"], 3),
+        "hold_adds_s": round(median["hold"] - median["off"], 3),
+        "answer_tokens": 48,
         "probe_tokens": probing.escalation.probe_tokens or 24,
         "runs": times,
     }

@@ -14,9 +14,16 @@ and costs there. Also:
   outside the ladder scored on the very prompt* (information no text classifier has). It bounds
   what any predictor of per-prompt difficulty can buy on that data set;
 - with `--minilm`, the same held-out figures with the MiniLM transformer as the embedder, side
-  by side with the static embedder that serves by default.
+  by side with the static embedder that serves by default;
+- given records with answer texts (../shared/data/answers), the cascade policy (route, answer,
+  verify, escalate; rung.classifiers.cascade) beside prompt-only routing and the perfect
+  verifier's ceiling, with calls per prompt at each goal; and the production classifier served
+  on MATH level 5 as a tenant capped to three of its tiers (ladders/math-l5.yaml);
+- on the validation split, a TF-IDF logistic regression of the prompt (the baseline an outside
+  study found strong) beside rung's prompt models.
 
-    python bench/routing.py ../shared/data/outcomes [--minilm] [--out bench/results/routing.json]
+    python bench/routing.py ../shared/data/answers [--minilm] [--out bench/results/routing.json]
+    (the outcomes directory works too: no cascade rows without answer texts)
 """
 
 from __future__ import annotations
@@ -44,8 +51,25 @@ LADDERS = {
 }
 
 
+def data_file(directory: Path, name: str) -> Path:
+    """`name` (e.g. gsm8k.jsonl) in the directory, gzipped or not."""
+    plain = directory / name
+    return plain if plain.exists() else directory / (name + ".gz")
+
+
 def figures(metrics: dict[str, Any]) -> dict[str, Any]:
+    cascade = metrics.get("cascade")
+    extra: dict[str, Any] = {}
+    if cascade is not None:
+        extra["cascade"] = {
+            "verifier": cascade["verifier"],
+            "cost_at_95": round(cascade["cost_at_95"], 4),
+            "prompt_only_cost_at_95": round(cascade["prompt_only_cost_at_95"], 4),
+            "perfect_verifier_cost_at_95": round(cascade["perfect_verifier_cost_at_95"], 4),
+            "at_goals": cascade["at_goals"],
+        }
     return {
+        **extra,
         "prompts": metrics["prompts"],
         "router_cost_at_95": round(metrics["router"]["cost_at_95"], 4),
         "threshold_rule_cost_at_95": round(metrics["threshold_rule"]["cost_at_95"], 4),
@@ -101,7 +125,27 @@ def on_validation(data: Any, vectors: Any, ladder: Any, identity: dict[str, str]
         probabilities = model.predict(vectors[va], [o.prompt for o in held.outcomes])
         m = summarize(probabilities, held.scores, held.costs, ladder.prices)
         out[method] = round(m["router"]["cost_at_95"], 4)
+    out["tfidf_logistic"] = tfidf_baseline(part, held, ladder.prices)
     return out
+
+
+def tfidf_baseline(part: Any, held: Any, prices: Any) -> float:
+    """A per-tier logistic regression on a TF-IDF of the prompt (words and word pairs)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    x = vectorizer.fit_transform([o.prompt for o in part.outcomes])
+    z = vectorizer.transform([o.prompt for o in held.outcomes])
+    probabilities = np.zeros(held.scores.shape)
+    for k in range(held.scores.shape[1]):
+        y = part.scores[:, k] >= 0.5
+        if y.min() == y.max():
+            probabilities[:, k] = float(y.mean())
+            continue
+        probabilities[:, k] = LogisticRegression(max_iter=2000).fit(x, y).predict_proba(z)[:, 1]
+    m = summarize(probabilities, held.scores, held.costs, prices)
+    return round(float(m["router"]["cost_at_95"]), 4)
 
 
 def main() -> None:
@@ -118,7 +162,7 @@ def main() -> None:
         cache = workflow.embeddings_cache_dir()
         for name, files in LADDERS.items():
             ladder = load_ladder(ROOT / f"ladders/{name}.yaml")
-            paths = [args.data / f for f in files]
+            paths = [data_file(args.data, f) for f in files]
             data = workflow.load_data(paths, ladder)
             vectors = workflow.embed_all(
                 embedder, identity, [o.prompt for o in data.outcomes], cache
@@ -135,13 +179,22 @@ def main() -> None:
                     held, args.out.parent / f"routing-{name}.png", f"{name}: held-out test split"
                 )
             print(name, spec, json.dumps(row[spec]["test"] | {"goals": "..."}), file=sys.stderr)
+            if name == "production":  # served, capped to three tiers, on a family never seen
+                model = workflow.fit(data, vectors, ladder, identity, "blend", paths)
+                math = load_ladder(ROOT / "ladders/math-l5.yaml")
+                unseen = workflow.load_data([data_file(args.data, "math-l5.jsonl")], math)
+                unseen_vectors = workflow.embed_all(
+                    embedder, identity, [o.prompt for o in unseen.outcomes], cache
+                )
+                served = workflow.evaluate(model, unseen, unseen_vectors, math)
+                report.setdefault("production_on_math_l5", {})[spec] = figures(served)
         # Generalisation: fitted on GSM8K + MMLU-Pro, scored on MATH level 5.
         ladder = load_ladder(ROOT / "ladders/transfer.yaml")
-        paths = [args.data / "gsm8k.jsonl", args.data / "mmlu-pro.jsonl"]
+        paths = [data_file(args.data, "gsm8k.jsonl"), data_file(args.data, "mmlu-pro.jsonl")]
         data = workflow.load_data(paths, ladder)
         vectors = workflow.embed_all(embedder, identity, [o.prompt for o in data.outcomes], cache)
         model = workflow.fit(data, vectors, ladder, identity, "blend", paths)
-        unseen = workflow.load_data([args.data / "math-l5.jsonl"], ladder)
+        unseen = workflow.load_data([data_file(args.data, "math-l5.jsonl")], ladder)
         unseen_vectors = workflow.embed_all(
             embedder, identity, [o.prompt for o in unseen.outcomes], cache
         )

@@ -10,7 +10,9 @@ config without the ladder's largest model still gets what it asks for relative t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -59,7 +61,20 @@ def curve(
     return points
 
 
-def meet(goal: GoalConfig, points: list[Point]) -> Point:
+class Scored(Protocol):
+    """A point of any policy's curve: what it spends and what it keeps."""
+
+    @property
+    def cost_share(self) -> float: ...
+
+    @property
+    def keep(self) -> float: ...
+
+
+P = TypeVar("P", bound=Scored)
+
+
+def meet(goal: GoalConfig, points: Sequence[P]) -> P:
     """The point of the curve that meets the goal at the least cost (keep), or keeps the most
     within the spend (max_cost_share). When nothing meets it: the closest point (the most
     keeping one for `keep`, the cheapest for `max_cost_share`)."""

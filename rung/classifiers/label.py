@@ -215,6 +215,7 @@ async def label(
                     result = {
                         "score": score,
                         "output_chars": len(answer),
+                        "text": answer,  # what `rung train` fits the answer verifier on
                         "completion_tokens": usage.get("completion_tokens"),
                         "latency_s": round(seconds, 3),
                         "finish_reason": choice.get("finish_reason"),

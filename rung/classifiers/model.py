@@ -23,12 +23,15 @@ import numpy as np
 import numpy.typing as npt
 
 from rung.classifiers.features import FEATURE_NAMES, feature_matrix
+from rung.classifiers.verifier import INPUTS, AnswerVerifier
 from rung.errors import RungError
 
 Array = npt.NDArray[np.float64]
-FORMAT = "rung-difficulty/2"
-READABLE = ("rung-difficulty/1", FORMAT)
+FORMAT = "rung-difficulty/3"
+READABLE = ("rung-difficulty/1", "rung-difficulty/2", FORMAT)
 SPLITS = ("validation", "test")
+OPTIONAL = ("verified", "keys", "prompt_chars")
+"""Held arrays a format-3 classifier trained on answer texts has."""
 
 
 class ModelError(RungError):
@@ -49,12 +52,28 @@ class Held:
     scores: Array
     chars: Array
     """prompt + answer characters per tier (cost = price x chars / 4 tokens)."""
+    verified: Array | None = None
+    """The answer verifier's P(right) for each tier's answer (None: no answer texts)."""
+    keys: npt.NDArray[np.int64] | None = None
+    """Each tier's final answer as a 62-bit digest (-1: none found): answers agree when equal."""
+    prompt_chars: Array | None = None
+    """Characters of each prompt."""
 
     def costs(self, prices: Array) -> Array:
         return self.chars / 4 * prices / 1e6
 
     def columns(self, tiers: list[int]) -> Held:
-        return Held(self.probabilities[:, tiers], self.scores[:, tiers], self.chars[:, tiers])
+        def cut(a: Any) -> Any:
+            return None if a is None else a[:, tiers]
+
+        return Held(
+            self.probabilities[:, tiers],
+            self.scores[:, tiers],
+            self.chars[:, tiers],
+            cut(self.verified),
+            cut(self.keys),
+            self.prompt_chars,
+        )
 
 
 @dataclass(frozen=True)
@@ -76,6 +95,14 @@ class DifficultyModel:
         default_factory=lambda: np.zeros(0, dtype=np.uint64)
     )
     """64-bit digests of the training prompts (see `text_digests`): evaluation leaves them out."""
+    verifier: AnswerVerifier | None = None
+    """P(an answer is right) per tier, from its text (None: trained without answer texts)."""
+
+    @property
+    def answer_chars(self) -> list[float]:
+        """Each tier's mean answer length on its training prompts (expected costs)."""
+        chars = self.training.get("answer_chars")
+        return [float(c) for c in chars] if chars else [0.0] * len(self.tiers)
 
     @property
     def tier_names(self) -> list[str]:
@@ -113,10 +140,13 @@ class DifficultyModel:
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         held = {
-            f"{split}_{part}": getattr(h, part).astype(np.float32)
+            f"{split}_{part}": getattr(h, part).astype(np.int64 if part == "keys" else np.float32)
             for split, h in self.held.items()
-            for part in ("probabilities", "scores", "chars")
+            for part in ("probabilities", "scores", "chars", *OPTIONAL)
+            if getattr(h, part) is not None
         }
+        if self.verifier is not None:
+            held |= self.verifier.arrays()
         np.savez_compressed(
             directory / "weights.npz",
             weights=self.weights,
@@ -133,6 +163,12 @@ class DifficultyModel:
             "tiers": self.tiers,
             "training": self.training,
         }
+        if self.verifier is not None:
+            manifest["verifier"] = {
+                "inputs": list(INPUTS),
+                "tiers": self.verifier.tiers,
+                "report": self.verifier.report,
+            }
         (directory / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
@@ -144,7 +180,12 @@ def load(directory: Path, embedder: dict[str, str] | None = None) -> DifficultyM
             weights: dict[str, Array] = {
                 k: np.asarray(arrays[k], dtype=np.float64)
                 for k in arrays.files
-                if k != "trained_texts"
+                if k != "trained_texts" and not k.endswith("_keys")
+            }
+            keys = {
+                k: np.asarray(arrays[k], dtype=np.int64)
+                for k in arrays.files
+                if k.endswith("_keys")
             }
             digests = np.asarray(arrays.get("trained_texts", np.zeros(0)), dtype=np.uint64)
     except (OSError, ValueError, KeyError) as exc:
@@ -167,16 +208,42 @@ def load(directory: Path, embedder: dict[str, str] | None = None) -> DifficultyM
         feature_scale=weights["feature_scale"],
         training=manifest.get("training", {}),
         held={
-            split: Held(*(weights[f"{split}_{p}"] for p in ("probabilities", "scores", "chars")))
+            split: Held(
+                weights[f"{split}_probabilities"],
+                weights[f"{split}_scores"],
+                weights[f"{split}_chars"],
+                weights.get(f"{split}_verified"),
+                keys.get(f"{split}_keys"),
+                weights.get(f"{split}_prompt_chars"),
+            )
             for split in SPLITS
             if f"{split}_probabilities" in weights
         },
         trained_texts=digests,
+        verifier=_verifier(manifest, weights, directory),
     )
     n, d = model.weights.shape
     if n != len(model.tiers) or model.bias.shape != (n,) or d <= len(FEATURE_NAMES):
         raise ModelError(f"{directory}: weights do not match the manifest")
     return model
+
+
+def _verifier(
+    manifest: dict[str, Any], weights: dict[str, Array], directory: Path
+) -> AnswerVerifier | None:
+    described = manifest.get("verifier")
+    if described is None:
+        return None
+    if described.get("inputs") != list(INPUTS):
+        raise ModelError(f"{directory}: its answer verifier reads other inputs; retrain it")
+    return AnswerVerifier(
+        described["tiers"],
+        weights["verifier_mean"],
+        weights["verifier_scale"],
+        weights["verifier_weights"],
+        weights["verifier_bias"],
+        described.get("report", {}),
+    )
 
 
 def text_digests(texts: list[str]) -> npt.NDArray[np.uint64]:

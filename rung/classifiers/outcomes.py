@@ -74,12 +74,11 @@ def read_rows(path: str | Path) -> Iterator[dict[str, Any]]:
     """JSON objects of a JSONL file (or a gzipped one, `.gz`); a torn last line (an interrupted
     write) is skipped."""
     path = Path(path)
-    opened = (
+    with (
         gzip.open(path, "rt", encoding="utf-8")
         if path.suffix == ".gz"
         else path.open(encoding="utf-8")
-    )
-    with opened as f:
+    ) as f:
         for line in f:
             if not line.strip():
                 continue

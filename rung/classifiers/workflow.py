@@ -18,6 +18,9 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
+from rung.classifiers.answer_fit import Readings, fit_verifier, readings
+from rung.classifiers.answer_fit import rows as answer_rows
+from rung.classifiers.cascade_report import policy_held, section
 from rung.classifiers.embedder import Embedder
 from rung.classifiers.evaluate import envelope, summarize
 from rung.classifiers.goal import Point as GoalPoint
@@ -157,21 +160,46 @@ def fit(
 
     model = trained(fitting, summary)
     chars = _chars(data, ladder)
-    held = {}
+    prompt_chars = np.array([len(o.prompt) for o in data.outcomes], dtype=np.float64)
+    model.training["answer_chars"] = [
+        round(float(c), 1) for c in (chars[fitting] - prompt_chars[fitting, None]).mean(axis=0)
+    ]
+    held: dict[str, Held] = {}
+    folds = (text_digests([data.outcomes[i].prompt for i in fitting]) // 100) % FOLDS
     if len(fitting) >= 2 * FOLDS:
-        folds = (text_digests([data.outcomes[i].prompt for i in fitting]) // 100) % FOLDS
         out_of_fold = np.zeros((len(fitting), len(tiers)))
         for k in range(FOLDS):
             inside = folds != k
             if inside.all() or not inside.any():
                 continue
             out_of_fold[~inside] = predict(trained(fitting[inside], None), fitting[~inside])
-        held["validation"] = Held(out_of_fold, data.scores[fitting], chars[fitting])
+        held["validation"] = Held(
+            out_of_fold, data.scores[fitting], chars[fitting], prompt_chars=prompt_chars[fitting]
+        )
     if len(parts["test"]):
         idx = parts["test"]
-        held["test"] = Held(predict(model, idx), data.scores[idx], chars[idx])
+        held["test"] = Held(
+            predict(model, idx), data.scores[idx], chars[idx], prompt_chars=prompt_chars[idx]
+        )
+    read = readings(data, ladder)
+    verifier = None
+    if read is not None and "validation" in held:
+        verifier, verified = fit_verifier(
+            Readings(read.features[fitting], read.keys[fitting]),
+            held["validation"].probabilities,
+            data.scores[fitting] >= 0.5,
+            folds,
+            [t.name for t in ladder.tiers],
+        )
+        held["validation"] = replace(held["validation"], verified=verified, keys=read.keys[fitting])
+        if "test" in held:
+            idx = parts["test"]
+            rows_test = answer_rows(read.features[idx], held["test"].probabilities)
+            held["test"] = replace(
+                held["test"], verified=verifier.probabilities(rows_test), keys=read.keys[idx]
+            )
     texts = [data.outcomes[i].prompt for i in fitting]
-    model = replace(model, held=held, trained_texts=text_digests(texts))
+    model = replace(model, held=held, trained_texts=text_digests(texts), verifier=verifier)
     if "test" in held:
         model.training["held_out"] = headline_numbers(held_out_report(model, ladder.prices))
     return model
@@ -184,48 +212,83 @@ def validation_curve(model: DifficultyModel, prices: Array) -> list[GoalPoint] |
     return goal_curve(validation.probabilities, validation.scores, validation.costs(prices), prices)
 
 
+def with_cascade(
+    metrics: dict[str, Any], model: DifficultyModel, held: Held, prices: Array, tiers: list[int]
+) -> dict[str, Any]:
+    """`metrics` plus the cascade section for `held` (the model's tiers `tiers`), its goals
+    fitted on the model's validation predictions of the same tiers."""
+    validation = model.held.get("validation")
+    if validation is None or validation.prompt_chars is None or held.prompt_chars is None:
+        return metrics
+    chars = [model.answer_chars[k] for k in tiers]
+    names = [model.tier_names[k] for k in tiers]
+    return {
+        **metrics,
+        "cascade": section(
+            policy_held(held, prices, chars),
+            policy_held(validation.columns(tiers), prices, chars),
+            names,
+        ),
+    }
+
+
 def held_out_report(model: DifficultyModel, prices: Array) -> dict[str, Any]:
     """metrics of the model's own test split (prompts no fitting or goal saw)."""
     test = model.held["test"]
-    return summarize(
+    metrics = summarize(
         test.probabilities,
         test.scores,
         test.costs(prices),
         prices,
         validation_curve(model, prices),
     )
+    return with_cascade(metrics, model, test, prices, list(range(len(model.tiers))))
 
 
 def headline_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
     """What a manifest records of a held-out evaluation: the curve's figures and the goals."""
     keep = ("prompts", "router", "threshold_rule", "baseline", "oracle", "calibration_error")
-    return {**{k: metrics[k] for k in keep}, "goals": metrics.get("goals", [])}
+    out = {**{k: metrics[k] for k in keep}, "goals": metrics.get("goals", [])}
+    if "cascade" in metrics:
+        out["cascade"] = {k: v for k, v in metrics["cascade"].items() if k != "curve"}
+    return out
 
 
 def evaluate(
     model: DifficultyModel, data: LadderData, embeddings: Matrix, ladder: Ladder
 ) -> dict[str, Any]:
-    """The model on other data (fresh prompts): its training prompts are left out, goals are
-    met on its own validation split, as the gateway would."""
-    if model.tier_names != [t.name for t in ladder.tiers]:
+    """The model on other data (fresh prompts), as the gateway would serve it: its training
+    prompts are left out, goals are met on its own validation split. A ladder of some of the
+    model's tiers is served as a tenant capped to those tiers would be."""
+    names = model.tier_names
+    missing = [t.name for t in ladder.tiers if t.name not in names]
+    if missing:
         raise DataError(
-            f"the classifier's tiers {model.tier_names} are not the ladder's "
-            f"{[t.name for t in ladder.tiers]}"
+            f"the ladder's tiers {missing} are not among the classifier's tiers {names}"
         )
+    tiers = [names.index(t.name) for t in ladder.tiers]
     rows = _dedupe_rows(data)
     fresh = unseen_rows(data, [model])
     if len(fresh) == 0:
         raise DataError("every prompt of this data was used to train the classifier")
     part = subset(data, fresh)
     texts = [o.prompt for o in part.outcomes]
-    probabilities = model.predict(embeddings[fresh], texts)
-    metrics = summarize(
-        probabilities,
-        part.scores,
-        part.costs,
-        ladder.prices,
-        validation_curve(model, ladder.prices),
-    )
+    probabilities = model.predict(embeddings[fresh], texts)[:, tiers]
+    validation = model.held.get("validation")
+    curve = None
+    if validation is not None:
+        v = validation.columns(tiers)
+        prices = ladder.prices
+        curve = goal_curve(v.probabilities, v.scores, v.costs(prices), prices)
+    metrics = summarize(probabilities, part.scores, part.costs, ladder.prices, curve)
+    prompt_chars = np.array([len(t) for t in texts], dtype=np.float64)
+    held = Held(probabilities, part.scores, _chars(part, ladder), prompt_chars=prompt_chars)
+    read = readings(part, ladder)
+    if read is not None and model.verifier is not None:
+        verifier = model.verifier.columns(tiers)
+        verified = verifier.probabilities(answer_rows(read.features, probabilities))
+        held = replace(held, verified=verified, keys=read.keys)
+    metrics = with_cascade(metrics, model, held, ladder.prices, tiers)
     return {"left_out_as_trained_on": int(len(rows) - len(fresh)), **metrics}
 
 
@@ -440,4 +503,21 @@ def headline(metrics: dict[str, Any]) -> str:
         )
     if metrics.get("goals"):
         lines.append("  [..]: 95% bootstrap intervals over the held-out prompts")
+    cascade = metrics.get("cascade")
+    if cascade:
+        verifier = "answer verifier" if cascade["verifier"] else "no answer texts: prompt only"
+        lines.append(
+            f"cascade ({verifier}): cost_at_95 {cascade['cost_at_95']:.3f} (prompt only "
+            f"{cascade['prompt_only_cost_at_95']:.3f}, perfect verifier "
+            f"{cascade['perfect_verifier_cost_at_95']:.3f})"
+        )
+        for g in cascade["at_goals"]:
+            h = g["held_out"]
+            (k0, k1), (c0, c1) = h["keep_95"], h["cost_share_95"]
+            lines.append(
+                f"  goal {g['goal']:<20} {g['params']}: held out keeps {h['keep']:.3f} "
+                f"[{k0:.2f}, {k1:.2f}] at cost {h['cost_share']:.3f} [{c0:.2f}, {c1:.2f}], "
+                f"{h['calls_per_prompt']:.2f} calls a prompt, {h['two_or_more_calls']:.0%} "
+                "paid two or more"
+            )
     return "\n".join(lines)

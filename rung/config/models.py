@@ -287,8 +287,22 @@ class EscalationConfig(_Frozen):
     """Escalations per request at most."""
     calibrator: str = "local"
     """A shipped calibrator (`local`) or a file from `rung calibrate`."""
-    streams: bool = True
-    """Probe streams too: hold back the first tokens, judge them, then stream on or switch."""
+    streams: Literal["probe", "hold", "off"] = "probe"
+    """Streams with judging: `probe` holds back the first tokens, judges them with the
+    calibrator and streams on or switches tiers (a classifier with an answer verifier cannot
+    judge a prefix: there it means `off`); `hold` answers whole, judges the answer like a
+    non-streamed one, then streams it out (time to first token = the whole answer's time);
+    `off` streams the start tier's answer unjudged. `true` / `false` read as probe / off."""
+
+    @field_validator("streams", mode="before")
+    @classmethod
+    def _bool_streams(cls, value: object) -> object:
+        if value is True:
+            return "probe"
+        if value is False:
+            return "off"
+        return value
+
     probe_tokens: int | None = Field(default=None, ge=1, le=64)
     """Tokens a stream probe holds back (default: what the calibrator was fitted on)."""
 

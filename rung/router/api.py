@@ -254,7 +254,7 @@ async def _handle(
         release()
         return response
     prices = [_price(config, t, plan) for t in plan.order]
-    answers = 1 if plan.threshold is None else 1 + config.escalation.max_steps
+    answers = 1 if plan.judging is None else 1 + config.escalation.max_steps
     await gate.reserve(ticket, prices, answers)
     handed = False  # True once the response owns the settlement (its background, its relay)
     try:

@@ -22,7 +22,8 @@ from rung.router.fast import RungApp
 from rung.router.logs import configure_logging
 from rung.router.metrics import Metrics
 from rung.router.monitor import health_state, monitor
-from rung.router.runtime import Reloader, Runtime, build_routing
+from rung.router.reload import Reloader
+from rung.router.runtime import Runtime, build_routing
 from rung.router.threads import one_blas_thread
 from rung.router.tracing import Tracing
 

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
+from rung.classifiers import cascade
 from rung.classifiers.batcher import MicroBatcher
-from rung.classifiers.decision import choose_tier, choose_tier_by_threshold, prefer_spare
-from rung.classifiers.goal import Point, at_lambda, curve, describe, eased, interval, keeps, meet
+from rung.classifiers.cascade import start
+from rung.classifiers.cascade_report import bootstrap
+from rung.classifiers.decision import choose_tier_by_threshold, prefer_spare
+from rung.classifiers.goal import describe, keeps
 from rung.classifiers.model import DifficultyModel
-from rung.config import DEFAULT_GOAL, GoalConfig, TierConfig
+from rung.config import DEFAULT_GOAL, EscalationConfig, GoalConfig, TierConfig
 from rung.errors import ConfigError
-
-LAMBDA_MEMO = 4096
-"""(goal, allowed tiers) pairs whose lambda is kept; goals are few, so this never fills in
-practice (it is cleared when it does)."""
+from rung.router.cascading import Judging, Policies
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,17 @@ class Decision:
     reason: str
     embedding: np.ndarray | None = None
     """The routing text's embedding when the chooser computed one (reused downstream)."""
+    judging: Judging | None = None
+    """How the answers will be judged (None: the first answer is served)."""
 
 
 class TierChooser(Protocol):
+    @property
+    def judges(self) -> bool:
+        """Its decisions say how answers are judged (else the pipeline judges by the
+        calibrator when escalation is on)."""
+        ...
+
     @property
     def fingerprint(self) -> str:
         """Names the routing setup (policy, classifier, target, tiers): a cached answer made
@@ -77,6 +85,7 @@ class LengthChooser:
     thresholds: tuple[int, ...]
     n_tiers: int
     tier_names: tuple[str, ...] = ()
+    judges: bool = False
 
     @property
     def fingerprint(self) -> str:
@@ -102,6 +111,9 @@ def fallback_order(decided: int, n_tiers: int) -> tuple[int, ...]:
 
 
 class ClassifierChooser:
+    """P(each tier succeeds) from the prompt, then the cascade policy fitted to the request's
+    goal (rung.router.cascading): the tier to start at, and how its answer will be judged."""
+
     def __init__(
         self,
         model: DifficultyModel,
@@ -109,6 +121,7 @@ class ClassifierChooser:
         tiers: Sequence[TierConfig],
         goal: GoalConfig | None,
         target: float | None = None,
+        escalation: EscalationConfig | None = None,
     ) -> None:
         names = [t.name for t in tiers]
         # Classifier tier k -> config tier index (None: not served by this config).
@@ -140,60 +153,44 @@ class ClassifierChooser:
         self.batcher = batcher
         self.goal = goal
         self.target = target
-        self._lambdas: dict[tuple[GoalConfig, tuple[int, ...]], float] = {}
+        on = escalation is not None and escalation.enabled
+        threshold = escalation.threshold if escalation is not None and on else None
+        self.policies = Policies(model, self.prices, verifying=on, threshold=threshold)
+        self.judges = self.policies.judges
         self.load: Callable[[int], float] | None = None
         """Config tier index -> share of its capacity in use (set by the runtime; None: the
         choice ignores load)."""
-        self._curves: dict[tuple[int, ...], list[Point]] = {}
         shown = describe(goal or DEFAULT_GOAL)
         rule = f"target={target:g}" if target is not None else f"goal={shown}"
-        self.fingerprint = f"classifier:{model.fingerprint}/{rule}/tiers={','.join(names)}"
+        judged = "verified" if self.policies.verifying else "calibrated" if on else "first"
+        self.fingerprint = (
+            f"classifier:{model.fingerprint}/{rule}/answers={judged}/tiers={','.join(names)}"
+        )
 
-    def lam_for(self, goal: GoalConfig, allowed: Sequence[int], progress: float = 0.0) -> float:
-        """The lambda that meets `goal` on the validation split, over these classifier tiers at
-        this config's prices (relaxed by budget downshift `progress`)."""
-        tiers = tuple(sorted(allowed))
-        if progress > 0:
-            floor = self._points(tiers)[-1].keep  # the largest lambda: the cheapest tier
-            goal = eased(goal, round(progress, 2), floor)
-        key = (goal, tiers)
-        lam = self._lambdas.get(key)
-        if lam is None:
-            if len(self._lambdas) >= LAMBDA_MEMO:
-                self._lambdas.clear()
-            lam = self._lambdas[key] = meet(goal, self._points(tiers)).lam
-        return lam
+    def fitted(self, goal: GoalConfig, allowed: Sequence[int], progress: float = 0.0) -> Any:
+        """The fitted policy point for `goal` over these classifier tiers."""
+        tiers = self.policies.order(allowed)
+        return self.policies.fitted(goal, tiers, progress)
 
     def held_out(self, goal: GoalConfig) -> str:
         """What `goal` keeps and costs on the classifier's test split, for the served tiers at
         this config's prices (for the startup log: an operator sees what the goal buys)."""
-        test = self.model.held.get("test")
-        if test is None:
+        if "test" not in self.model.held:
             return "no held-out split to report on"
-        tiers = sorted(self.allowed)
-        lam = self.lam_for(goal, tiers)
-        part = test.columns(tiers)
-        prices = np.array([self.prices[k] for k in tiers], dtype=np.float64)
-        costs = part.costs(prices)
-        point = at_lambda(lam, part.probabilities, part.scores, costs, prices)
-        spread = interval(lam, part.probabilities, part.scores, costs, prices)
-        top = self.model.tier_names[tiers[int(np.argmax(prices))]]
-        (k0, k1), (c0, c1) = spread["keep"], spread["cost_share"]
+        tiers = self.policies.order(self.allowed)
+        point = self.policies.fitted(goal, tiers)
+        test = self.policies.held("test", tiers)
+        realised = cascade.point(point.params, test)
+        spread = bootstrap(point.params, test)
+        (k0, k1), (c0, c1) = spread["keep_95"], spread["cost_share_95"]
+        top = self.model.tier_names[tiers[-1]]
+        names = [self.model.tier_names[k] for k in tiers]
         return (
-            f"lambda {lam:.3g}; on {len(part.scores)} held-out prompts it {keeps(point.keep, top)} "
-            f"(95% interval {k0:.0%}-{k1:.0%}) at {point.cost_share:.1%} of its cost "
-            f"({c0:.0%}-{c1:.0%})"
+            f"{point.params.describe(names)}; on {len(test.scores)} held-out prompts it "
+            f"{keeps(realised.keep, top)} (95% interval {k0:.0%}-{k1:.0%}) at "
+            f"{realised.cost_share:.1%} of its cost ({c0:.0%}-{c1:.0%}), "
+            f"{realised.calls:.2f} calls a request"
         )
-
-    def _points(self, tiers: tuple[int, ...]) -> list[Point]:
-        points = self._curves.get(tiers)
-        if points is None:  # at most one per subset of tiers a tenant may use
-            validation = self.model.held["validation"].columns(list(tiers))
-            prices = np.array([self.prices[k] for k in tiers], dtype=np.float64)
-            points = self._curves[tiers] = curve(
-                validation.probabilities, validation.scores, validation.costs(prices), prices
-            )
-        return points
 
     async def choose(self, query: Query) -> Decision:
         vector = query.vector if query.vector is not None else await self.batcher.embed(query.text)
@@ -204,25 +201,37 @@ class ClassifierChooser:
             if not allowed:  # the tenant may use none of the classifier's tiers
                 tier = min(query.allowed)
                 return Decision(tier, "tenant policy: no classified tier allowed", vector)
-        shown = " ".join(f"{self.model.tier_names[j]}={probabilities[j]:.2f}" for j in allowed)
+        names = self.model.tier_names
+        shown = " ".join(f"{names[j]}={probabilities[j]:.2f}" for j in allowed)
         target = query.target if query.goal is None else None
         if query.goal is None and query.target is None:
             target = self.target
         if target is not None:
             k, why = choose_tier_by_threshold(probabilities, self.prices, target, allowed)
-            rule = f"target={target:g}"
-        else:
-            goal = query.goal or self.goal or DEFAULT_GOAL
-            lam = self.lam_for(goal, allowed, query.eased)
-            k, why = choose_tier(probabilities, self.prices, lam, allowed)
-            rule = f"goal={describe(goal)} lambda={lam:.3g}"
-            if self.load is not None:
-                load = [1.0 if i is None else self.load(i) for i in self.index]
-                spare = prefer_spare(probabilities, self.prices, lam, k, allowed, load)
-                if spare != k:
-                    why += (f"; {self.model.tier_names[k]} busy ({load[k]:.0%}), as good and "
-                            f"spare: {self.model.tier_names[spare]}")  # fmt: skip
-                    k = spare
+            chosen = self.index[k]
+            assert chosen is not None
+            return Decision(chosen, f"classifier {shown} target={target:g} {why}", vector)
+        goal = query.goal or self.goal or DEFAULT_GOAL
+        tiers = self.policies.order(allowed)
+        point = self.policies.fitted(goal, tiers, query.eased)
+        params = point.params
+        expected = self.policies.expected(tiers, query.prompt_chars)
+        local = [probabilities[k] for k in tiers]
+        k = tiers[start(local, expected, params.lam, range(len(tiers)))]
+        why = f"start={names[k]}"
+        if self.load is not None:
+            served = [self.index[j] for j in tiers]
+            load = [1.0 if i is None else self.load(i) for i in served]
+            at = tiers.index(k)
+            spare = prefer_spare(local, expected, params.lam, at, range(len(tiers)), load)
+            if spare != at:
+                why += (f"; {names[k]} busy ({load[at]:.0%}), as good and spare: "
+                        f"{names[tiers[spare]]}")  # fmt: skip
+                k = tiers[spare]
         chosen = self.index[k]
         assert chosen is not None
-        return Decision(chosen, f"classifier {shown} {rule} {why}", vector)
+        config_tiers = tuple(i for i in (self.index[j] for j in tiers) if i is not None)
+        judging = self.policies.judging(point, tiers, config_tiers, probabilities, query.text)
+        policy = params.describe([names[j] for j in tiers])
+        reason = f"classifier {shown} goal={describe(goal)} {policy} {why}"
+        return Decision(chosen, reason, vector, judging)

@@ -3,10 +3,13 @@ strip what the client did not ask for, and hold a probed stream's first chunks."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rung.backends import Json, OpenStream
+from rung.cache.policy import replay
 from rung.confidence.signals import Signals, TokenScore, answer_signals, token_scores
 
 TOP_LOGPROBS = 5
@@ -53,6 +56,14 @@ def body_signals(body: Json, json_expected: bool) -> Signals:
         _choice_scores(choice),
         json_expected=json_expected,
     )
+
+
+def finish_of(body: Json) -> str | None:
+    """The first choice's finish_reason."""
+    choices = body.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    reason = choice.get("finish_reason")
+    return reason if isinstance(reason, str) else None
 
 
 def json_expected(payload: Json) -> bool:
@@ -113,3 +124,54 @@ class ProbedStream:
         if aclose is not None:
             await aclose()
         await self._stream.aclose()
+
+
+@dataclass(frozen=True)
+class _Label:
+    label: str
+
+
+class Replay:
+    """An answer that was held until judged (`escalation.streams: hold`), streamed out as the
+    chunks a backend would have sent: one batch, usage included (the relay keeps it for the
+    clients that asked)."""
+
+    replica = _Label("held")
+
+    def __init__(self, body: Json) -> None:
+        self._chunks = replay(body, True)
+
+    async def __aiter__(self) -> AsyncIterator[list[Json]]:
+        yield self._chunks
+
+    async def aclose(self) -> None:
+        return None
+
+
+def held_payload(payload: Json) -> Json:
+    """A stream request asked whole, to be judged before anything goes out."""
+    return {k: v for k, v in payload.items() if k not in ("stream", "stream_options")}
+
+
+async def probe(
+    stream: OpenStream, tokens: int, deadline: float
+) -> tuple[AsyncIterator[list[Json]], list[list[Json]], int, str, list[TokenScore], str | None]:
+    """Read a stream's first `tokens` tokens (or all of it, if shorter): (the rest, the batches
+    held, tokens seen, their text, their scores, the finish_reason if it ended; "" for a
+    stream that ended without one)."""
+    rest = stream.__aiter__()
+    held: list[list[Json]] = []
+    scores: list[TokenScore] = []
+    seen, text = 0, ""
+    finished: str | None = None
+    async with asyncio.timeout_at(deadline):
+        while seen < tokens and not finished:
+            try:
+                batch = await anext(rest)
+            except StopAsyncIteration:
+                finished = finished or ""
+                break
+            held.append(batch)
+            count, found, piece, finished = stream_tokens(batch)
+            seen, scores, text = seen + count, scores + found, text + piece
+    return rest, held, seen, text, scores, finished

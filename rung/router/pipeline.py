@@ -9,7 +9,6 @@ the cache and the classifier use the same one (`cache.embedder`), they share the
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -23,29 +22,32 @@ from rung.cache.keys import cache_key
 from rung.cache.policy import why_not_store
 from rung.cache.semantic import Lookup, SemanticCache
 from rung.confidence.calibrator import Calibrator
-from rung.confidence.signals import Signals, TokenScore, answer_signals
+from rung.confidence.signals import Signals, answer_signals
 from rung.config import ROUTED_MODEL_NAMES, RungConfig
 from rung.errors import (
     BackendError,
-    BackendTimeout,
     Forbidden,
     InvalidRequest,
     ModelNotFound,
-    NoBackendAvailable,
 )
-from rung.router.capabilities import Needs, capable, fit_max_tokens, why_not
+from rung.router.capabilities import Needs, capable, why_not
+from rung.router.cascading import Judging, legacy
 from rung.router.conversations import Conversations, answer_text, conversation_key
 from rung.router.deadline import Deadlines
 from rung.router.decide import Decision, Query, TierChooser, fallback_order
 from rung.router.escalate import (
     ProbedStream,
+    Replay,
     body_signals,
     client_wants_logprobs,
+    finish_of,
+    held_payload,
     json_expected,
-    stream_tokens,
+    probe,
     strip_logprobs,
     with_logprobs,
 )
+from rung.router.failover import over_tiers
 from rung.router.plan import DEFAULT_TENANT, Call, Plan, Served
 from rung.router.shadow import Shadow
 from rung.router.steer import Steering
@@ -223,7 +225,9 @@ class Pipeline:
             found,
             vector,
             route_key,
-            self._threshold(policy) if pinned is None and len(order) > 1 else None,
+            self._judging(decision, policy, order, query.text)
+            if pinned is None and len(order) > 1
+            else None,
             asyncio.get_running_loop().time() + self.config.server.request_timeout_s,
             timings,
             forward,
@@ -250,30 +254,27 @@ class Pipeline:
     ) -> None:
         """After a routed chat answer went out: count it, and maybe check it in the
         background against the reference tier."""
-        if self.shadow is None or path != "/chat/completions" or not plan.routed:
-            return
-        if served.tier < 0 or body is None:
-            return
-        answer = answer_text(body)
-        name = self.config.tiers[served.tier].name
-        self.shadow.observe(plan.tenant, name, policy.shadow, payload, answer, served.signals)
-        if not served.calls:  # not escalated: nothing more to record
-            return
-        chain = [(self.config.tiers[c.tier].name, c.text, c.signals) for c in served.calls]
-        chain.append((name, answer, served.signals))
-        for (tier, text, signals), (then, final, _) in itertools.pairwise(chain):
-            if text is not None and final is not None:
-                self.shadow.escalated(
-                    plan.tenant, policy.shadow, payload, (tier, text, signals), (then, final)
-                )
+        if self.shadow is not None and path == "/chat/completions" and plan.routed:
+            self.shadow.check_served(self.config, plan, served, payload, body, policy.shadow)
 
-    def _threshold(self, policy: TenantPolicy | None) -> float | None:
+    def _judging(
+        self,
+        decision: Decision,
+        policy: TenantPolicy | None,
+        order: tuple[int, ...],
+        prompt: str,
+    ) -> Judging | None:
+        """How the answers are judged; a tenant's own escalation threshold replaces the fitted
+        one (it is then a threshold on the same P(right))."""
+        judging = decision.judging
         escalation = self.config.escalation
-        if not escalation.enabled or self.calibrator is None:
-            return None
-        if policy is not None and policy.escalation_threshold is not None:
-            return policy.escalation_threshold
-        return escalation.threshold
+        judged_here = not self.chooser.judges and self.calibrator is not None
+        if judging is None and judged_here and escalation.enabled:
+            judging = legacy(escalation.threshold, order, prompt)
+        if judging is None or policy is None or policy.escalation_threshold is None:
+            return judging
+        params = replace(judging.params, tau=policy.escalation_threshold)
+        return replace(judging, params=params)
 
     def served_from_cache(self, plan: Plan) -> tuple[bytes, Served]:
         entry = plan.cache.entry if plan.cache is not None else None
@@ -310,13 +311,15 @@ class Pipeline:
         for logprobs when escalation will judge."""
 
         def build(pool: TierPool, body: Json) -> Json:
-            if plan.threshold is not None and pool.tier.logprobs:
+            if plan.judging is not None and self.calibrator is not None and pool.tier.logprobs:
                 return with_logprobs(path, body)
             return body
 
         return build
 
     async def complete(self, path: str, payload: Json, plan: Plan) -> tuple[Json, Served]:
+        """Answer from the plan's tiers; with judging, each answer is verified and the next
+        tier of the policy's path answers instead when it is not accepted."""
         build = self._payload(path, plan)
 
         async def call(pool: TierPool, body: Json) -> Json:
@@ -324,33 +327,41 @@ class Pipeline:
             return answer
 
         body, served = await self._over_tiers(plan, payload, call)
-        steps = 0
-        while plan.threshold is not None:
-            above = plan.order[plan.order.index(served.tier) + 1 :]
+        judging, previous = plan.judging, None
+        for _ in range(self.config.escalation.max_steps + 1 if judging else 0):
+            assert judging is not None
             signals = body_signals(body, json_expected(payload))
-            confidence = self._confidence(served.tier, signals)
-            served.confidence = confidence  # of the answer served, escalated or not
+            verdict = judging.judge(
+                served.tier,
+                answer_text(body) or "",
+                finish_of(body),
+                self._confidence(served.tier, signals),
+                previous,
+            )
+            served.confidence = verdict.verified
             served.signals = signals if signals.tokens else None
-            if steps >= self.config.escalation.max_steps or not above:
-                break
-            if confidence is None or confidence >= plan.threshold:
-                break
             first = served.tier
+            if verdict.next is None or len(served.escalated) >= self.config.escalation.max_steps:
+                served.reason += f" {'agreed' if verdict.agreed else 'accept'}" + (
+                    f" verified={verdict.verified:.2f}"
+                )
+                break
+            up = tuple(t for t in plan.order if t >= verdict.next)
             try:
-                higher, again = await self._over_tiers(replace(plan, order=above), payload, call)
+                higher, again = await self._over_tiers(replace(plan, order=up), payload, call)
             except BackendError as exc:  # keep the answer we have rather than fail
                 served.fallback.append(f"escalation failed: {exc.code}")
                 break
             usage = body.get("usage")
             used = usage if isinstance(usage, dict) else None
             served.calls.append(Call(first, used, text=answer_text(body), signals=served.signals))
-            served.escalated.append(
-                f"{self.config.tiers[first].name}->{self.config.tiers[again.tier].name}"
-            )
+            step = f"{self.config.tiers[first].name}->{self.config.tiers[again.tier].name}"
+            served.escalated.append(step)
+            served.reason += f" escalate {step} verified={verdict.verified:.2f}"
             served.tier, served.model = again.tier, again.model
             served.tried += again.tried
-            body, steps = higher, steps + 1
-        if plan.threshold is not None and not client_wants_logprobs(path, payload):
+            body, previous = higher, verdict.result
+        if plan.judging is not None and not client_wants_logprobs(path, payload):
             strip_logprobs([body])
         served.model = str(body.setdefault("model", served.model))
         if plan.cache is not None:
@@ -364,7 +375,14 @@ class Pipeline:
 
     async def open_stream(
         self, path: str, payload: Json, plan: Plan
-    ) -> tuple[OpenStream | ProbedStream, Served]:
+    ) -> tuple[OpenStream | ProbedStream | Replay, Served]:
+        """A stream from the plan's tiers. With judging: `escalation.streams: hold` answers
+        whole, judged like any answer, then streamed out; `probe` (with the calibrator alone)
+        judges the first tokens and streams on or switches tiers; `off` does not judge."""
+        judging, mode = plan.judging, self.config.escalation.streams
+        if judging is not None and mode == "hold":
+            body, served = await self.complete(path, held_payload(payload), plan)
+            return Replay(body), served
         build = self._payload(path, plan)
 
         async def call(pool: TierPool, body: Json) -> OpenStream:
@@ -373,95 +391,44 @@ class Pipeline:
         stream, served = await self._over_tiers(plan, payload, call)
         if plan.cache is not None:
             served.cache = plan.cache.status
-        if plan.threshold is None or not self.config.escalation.streams:
+        if judging is None or mode != "probe" or judging.verifier is not None:
             return stream, served
         keep = client_wants_logprobs(path, payload)
         transform = (lambda batch: batch) if keep else strip_logprobs
-        probe = self.config.escalation.probe_tokens or (
+        tokens = self.config.escalation.probe_tokens or (
             self.calibrator.probe_tokens if self.calibrator else 24
         )
-        steps = 0
-        while True:
-            rest = stream.__aiter__()
-            held: list[list[Json]] = []
-            scores: list[TokenScore] = []
-            seen, text = 0, ""
-            finished: str | None = None
-            ended = False
-            async with asyncio.timeout_at(plan.deadline):
-                while seen < probe and not finished:
-                    try:
-                        batch = await anext(rest)
-                    except StopAsyncIteration:
-                        ended = True
-                        break
-                    held.append(batch)
-                    count, found, piece, finished = stream_tokens(batch)
-                    seen, scores, text = seen + count, scores + found, text + piece
-            above = plan.order[plan.order.index(served.tier) + 1 :]
-            if finished or ended:  # the whole answer fit in the probe: judge all of it
+        for steps in range(self.config.escalation.max_steps + 1):
+            rest, held, seen, text, scores, finished = await probe(stream, tokens, plan.deadline)
+            if finished is not None:  # the whole answer fit in the probe: judge all of it
                 whole = answer_signals(text, finished, scores, json_expected=json_expected(payload))
                 confidence = self._confidence(served.tier, whole)
             else:
                 prefix = answer_signals(text or "x", None, scores)
                 confidence = self._confidence(served.tier, prefix, probe=True)
             served.confidence = confidence
-            low = confidence is not None and confidence < plan.threshold
+            low = confidence is not None and confidence < judging.params.tau
+            above = plan.order[plan.order.index(served.tier) + 1 :]
             if not above or not low or steps >= self.config.escalation.max_steps:
-                return ProbedStream(stream, rest, held, transform), served
+                break
             first = served.tier
             try:
                 higher, again = await self._over_tiers(replace(plan, order=above), payload, call)
             except BackendError as exc:
                 served.fallback.append(f"escalation failed: {exc.code}")
-                return ProbedStream(stream, rest, held, transform), served
+                break
             await rest.aclose()  # type: ignore[attr-defined]
             await stream.aclose()
             served.calls.append(Call(first, None, tokens_seen=seen))
-            served.escalated.append(
-                f"{self.config.tiers[first].name}->{self.config.tiers[again.tier].name}"
-            )
+            step = f"{self.config.tiers[first].name}->{self.config.tiers[again.tier].name}"
+            served.escalated.append(step)
+            served.reason += f" escalate {step} verified={confidence:.2f}"
             served.tier, served.model = again.tier, again.model
             served.tried += again.tried
-            stream, steps = higher, steps + 1
+            stream = higher
+        return ProbedStream(stream, rest, held, transform), served
 
     async def _over_tiers(
         self, plan: Plan, payload: Json, call: Callable[[TierPool, Json], Awaitable[T]]
     ) -> tuple[T, Served]:
-        """Try the plan's tiers in order within the request deadline; say what happened."""
-        served = Served(reason=plan.reason)
-        errors: list[BackendError] = []
-        deadline = plan.deadline or (
-            asyncio.get_running_loop().time() + self.config.server.request_timeout_s
-        )
-        try:
-            with self.deadlines.within(deadline):
-                for index in plan.order:
-                    pool = self.pools[index]
-                    name = pool.tier.name
-                    if not pool.available():
-                        served.fallback.append(f"{name}: unavailable")
-                        continue
-                    served.tried.append(name)
-                    adapter = plan.adapters.get(index)
-                    model = pool.tier.adapters[adapter].model if adapter else pool.tier.model
-                    fitted = fit_max_tokens(payload, pool.tier.context_window, plan.prompt_tokens)
-                    try:
-                        result = await call(pool, {**fitted, "model": model})
-                    except BackendError as exc:
-                        served.fallback.append(f"{name}: {exc.code}")
-                        errors.append(exc)
-                        continue
-                    served.tier, served.model = index, model
-                    if index != plan.decided:
-                        served.fallback.append(f"answered by {name}")
-                    return result, served
-        except TimeoutError:
-            raise BackendTimeout(
-                f"no tier answered within {self.config.server.request_timeout_s:g}s"
-            ) from None
-        if not errors:
-            raise NoBackendAvailable("no backend is available for this request; try again shortly")
-        if all(isinstance(e, BackendTimeout) for e in errors):
-            raise BackendTimeout("every backend tried timed out")
-        raise BackendError("every backend tried failed: " + "; ".join(served.fallback))
+        return await over_tiers(self.pools, self.config, self.deadlines, plan, payload, call)

@@ -12,6 +12,7 @@ from rung.cache.keys import CacheKey
 from rung.cache.semantic import Lookup
 from rung.confidence.signals import Signals
 from rung.config import RungConfig
+from rung.router.cascading import Judging
 
 DEFAULT_TENANT = "default"
 """A request's tenant when no tenants are configured."""
@@ -29,8 +30,9 @@ class Plan:
     cache: Lookup | None = None
     vector: np.ndarray | None = None
     route_key: str = ""
-    threshold: float | None = None
-    """Escalate answers whose confidence is below this (None: no escalation)."""
+    judging: Judging | None = None
+    """How each answer is judged and where the request escalates (None: the first answer is
+    served)."""
     deadline: float = 0.0
     """The request's deadline (loop time) across fallbacks and escalations."""
     timings: dict[str, tuple[float, float]] = field(default_factory=dict)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import math
 import random
@@ -36,9 +37,10 @@ from rung.backends import TierPool
 from rung.cache.fit import wilson
 from rung.classifiers.grading import extract_choice, extract_number, normalise
 from rung.confidence.signals import Signals
-from rung.config import ShadowConfig
+from rung.config import RungConfig, ShadowConfig
 from rung.errors import BackendError, BackendRejected
 from rung.router.conversations import answer_text
+from rung.router.plan import Plan, Served
 from rung.tenants.periods import periods
 
 log = logging.getLogger("rung.router")
@@ -90,6 +92,28 @@ class Shadow:
     _day: str = ""
     _calls_today: int = 0
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def check_served(
+        self,
+        config: RungConfig,
+        plan: Plan,
+        served: Served,
+        payload: dict[str, Any],
+        body: dict[str, Any] | None,
+        allowed: bool,
+    ) -> None:
+        """A routed chat answer went out: count it, maybe check it against the reference
+        tier, and record each escalation's (answer, better answer) pair."""
+        if served.tier < 0 or body is None:
+            return
+        answer = answer_text(body)
+        name = config.tiers[served.tier].name
+        self.observe(plan.tenant, name, allowed, payload, answer, served.signals)
+        chain = [(config.tiers[c.tier].name, c.text, c.signals) for c in served.calls]
+        chain.append((name, answer, served.signals))
+        for (tier, text, signals), (then, final, _) in itertools.pairwise(chain):
+            if text is not None and final is not None:
+                self.escalated(plan.tenant, allowed, payload, (tier, text, signals), (then, final))
 
     def observe(
         self,
@@ -230,6 +254,8 @@ class Shadow:
             digest = hashlib.sha256(prompt.encode()).hexdigest()[:20]
             line |= {"id": f"shadow/{digest}", "prompt": prompt, "answer": answer,
                      "reference": ref_answer}  # fmt: skip
+            # Each answer's text beside its score: `rung learn` fits the answer verifier on it.
+            mine["text"], theirs["text"] = answer, ref_answer
         path = Path(str(self.config.record))
         with path.open("ab") as out:
             out.write(orjson.dumps(line) + b"\n")

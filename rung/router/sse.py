@@ -25,7 +25,7 @@ from rung.backends import OpenStream
 from rung.cache.assemble import StreamAssembler
 from rung.errors import RungError
 from rung.router.errors import status_of
-from rung.router.escalate import ProbedStream
+from rung.router.escalate import ProbedStream, Replay
 from rung.router.schemas import error_body
 
 log = logging.getLogger("rung.router")
@@ -74,7 +74,9 @@ class Cut(RungError):
 class Relay:
     """One stream's relay: SSE bytes out, the answer and its counts kept for settlement."""
 
-    def __init__(self, stream: OpenStream | ProbedStream, bounds: Bounds, done: OnDone) -> None:
+    def __init__(
+        self, stream: OpenStream | ProbedStream | Replay, bounds: Bounds, done: OnDone
+    ) -> None:
         self.stream = stream
         self.bounds = bounds
         self._done = done

@@ -4,6 +4,7 @@ remembering the tier that answered."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from rung.config import RungConfig
@@ -39,7 +40,7 @@ class Steering:
             if floor is not None and floor > tier and (allowed is None or floor in allowed):
                 tier = floor
                 reason += f"; sticky {name} (this conversation was served there)"
-        return Decision(tier, reason, decision.embedding)
+        return replace(decision, tier=tier, reason=reason)
 
     async def remember(self, plan: Plan, served: Served, payload: Json, body: Json | None) -> None:
         """After the answer: the conversation's tier is at least the one that answered. A first

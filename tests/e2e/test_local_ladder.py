@@ -9,7 +9,8 @@ import httpx
 import openai
 import pytest
 
-from rung.classifiers.decision import choose_tier
+from rung.classifiers.cascade import start
+from rung.classifiers.model import load, resolve
 from tests.integration.harness import client
 
 pytestmark = pytest.mark.e2e
@@ -63,15 +64,18 @@ def test_the_local_classifier_routes_and_a_tier_name_pins(local_ladder, gateway)
     routed = sdk.chat.completions.with_raw_response.create(
         model="rung", messages=QUESTION, max_tokens=4
     )
-    # The shipped local classifier decided, and its decision rule holds for what it reported.
+    # The shipped local classifier decided, and its start rule holds for what it reported.
     reason = routed.headers["x-rung-route-reason"]
     assert reason.startswith("classifier small=")
-    fields = dict(p.split("=") for p in reason.split()[1:5])
+    fields = dict(p.split("=", 1) for p in reason.split()[1:] if "=" in p)
     assert fields["goal"] == "keep:0.95"
     prices = [(t.price.input_per_mtok + t.price.output_per_mtok) / 2 for t in local_ladder.tiers]
+    chars = load(resolve("local")).answer_chars
+    prompt = len(QUESTION[0]["content"])
+    expected = [p * (prompt + c) for p, c in zip(prices, chars, strict=True)]
     probs = [float(fields["small"]), float(fields["large"])]
-    expected, _ = choose_tier(probs, prices, float(fields["lambda"]))
-    assert routed.headers["x-rung-tier"] == ["small", "large"][expected]
+    first = start(probs, expected, float(fields["lambda"]), range(2))
+    assert routed.headers["x-rung-tier"] == ["small", "large"][first] == fields["start"]
     pinned = sdk.chat.completions.with_raw_response.create(
         model="qwen2.5-coder-1.5b-instruct", messages=QUESTION, max_tokens=4
     )

@@ -105,6 +105,8 @@ def test_record_text_keeps_prompts_only_when_asked(fake: Any, gateway: Any, tmp_
     assert lines[0]["prompt"].startswith("What is 2+2?")
     assert lines[0]["reference"] == "4"
     assert lines[0]["id"].startswith("shadow/")  # a training row: `rung learn` reads these
+    # each answer's text beside its score, as `rung train` fits the answer verifier on it
+    assert sorted(r["text"] for r in lines[0]["results"].values())[0] == "4"
     assert large.stats.requests == 2
 
 

@@ -48,7 +48,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     assert "goals are fitted on their" in result.stdout
     assert "held out (" in result.stdout
     # each goal says whether it was met, with intervals (it printed "met" beside a miss)
-    goals = [line for line in result.stdout.splitlines() if line.startswith("  goal ")]
+    router = result.stdout.split("\ncascade (")[0]  # the cascade's own goal lines follow
+    goals = [line for line in router.splitlines() if line.startswith("  goal ")]
     assert len(goals) >= 4
     assert all(("(fitting prompts, met:" in g) != ("NOT met" in g) for g in goals)
     assert all(re.search(r"keeps [0-9.]+ \[[0-9.]+, [0-9.]+\]", g) for g in goals)
@@ -58,7 +59,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_train_writes_a_manifest_that_describes_the_data(trained):
     out, _ = trained
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["format"] == "rung-difficulty/2"
+    assert manifest["format"] == "rung-difficulty/3"
     assert [t["name"] for t in manifest["tiers"]] == ["tiny", "small", "medium", "large", "xlarge"]
     assert manifest["embedder"]["name"] == "static-minilm-l6"
     training = manifest["training"]
