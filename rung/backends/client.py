@@ -19,6 +19,8 @@ import orjson
 from yarl import URL
 
 from rung.backends.ends import Ends
+from rung.backends.gauges import Gauges
+from rung.backends.gauges import parse as parse_gauges
 from rung.backends.sse import SSEDecoder
 from rung.backends.wire import WireError, WirePool, WireTimeout
 from rung.config import BackendConfig
@@ -59,6 +61,10 @@ class OpenAIClient:
         self._session: aiohttp.ClientSession | None = None
         self._wire: WirePool | None = None
         self._urls: dict[str, URL] = {}
+        self.gauges: Gauges | None = None
+        """A vLLM server's own load, from its last health probe."""
+        self._gauged: bool | None = None
+        """Whether the server has load gauges (None: not asked yet)."""
         self._headers = {"content-type": "application/json"}
         if config.api_key is not None:
             self._headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
@@ -241,15 +247,30 @@ class OpenAIClient:
         return url
 
     async def probe(self, timeout_s: float) -> bool:
-        """Health probe: GET {url}/models answers 2xx within the timeout."""
+        """Health probe: GET {url}/models answers 2xx within the timeout. A vLLM server's load
+        gauges are read too (`gauges`), while it has them."""
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
         try:
-            async with self.session.get(
-                self.url + "/models", timeout=aiohttp.ClientTimeout(total=timeout_s)
-            ) as resp:
+            async with self.session.get(self.url + "/models", timeout=timeout) as resp:
                 await resp.read()
-                return resp.status < 300
+                ok = resp.status < 300
         except (TimeoutError, aiohttp.ClientError):
             return False
+        if ok and self._gauged is not False:
+            self.gauges = await self._read_gauges(timeout_s)
+            self._gauged = self.gauges is not None
+        return ok
+
+    async def _read_gauges(self, within_s: float) -> Gauges | None:
+        root = self.url.removesuffix("/v1")
+        limit = aiohttp.ClientTimeout(total=within_s)
+        try:
+            async with self.session.get(root + "/metrics", timeout=limit) as resp:
+                if resp.status >= 300:
+                    return None
+                return parse_gauges((await resp.read())[: 4 * 1024 * 1024].decode(errors="replace"))
+        except (TimeoutError, aiohttp.ClientError):
+            return None
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse) -> bytes:

@@ -52,6 +52,8 @@ class Behavior:
     """Answer the whole reply whatever max_tokens says (a runaway backend)."""
     raw_body: bytes | None = None
     """`ok`, not streamed: answer exactly these bytes."""
+    gauges: tuple[float, float] | None = None
+    """Serve vLLM's load gauges at /metrics: (requests waiting, KV cache share in use)."""
 
 
 @dataclass
@@ -92,6 +94,7 @@ class FakeServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._legacy)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._models)
         self.app = app
@@ -133,6 +136,17 @@ class FakeServer:
             "data": [{"id": self.model, "object": "model", "owned_by": "fake"}],
         }
         return web.json_response(body)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        gauges = self.behavior.gauges
+        if gauges is None:
+            return web.Response(status=404)
+        labels = f'{{engine="0",model_name="{self.model}"}}'
+        text = (
+            f"vllm:num_requests_waiting{labels} {gauges[0]}\n"
+            f"vllm:kv_cache_usage_perc{labels} {gauges[1]}\n"
+        )
+        return web.Response(text=text, content_type="text/plain")
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, chat=True)

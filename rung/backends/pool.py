@@ -21,6 +21,13 @@ from rung.errors import BackendError, BackendRejected, NoBackendAvailable
 log = logging.getLogger("rung.backends")
 
 
+def queued(replica: Replica) -> float:
+    """Requests ahead at a replica: ours in flight, plus those waiting in a vLLM server's own
+    queue (other clients'), as of its last probe."""
+    gauges = getattr(replica.client, "gauges", None)
+    return replica.outstanding + (gauges.waiting if gauges is not None else 0.0)
+
+
 def make_client(backend: BackendConfig, tier: str = "") -> OpenAIClient | LiteLLMClient:
     return LiteLLMClient(backend) if backend.type == "litellm" else OpenAIClient(backend, tier)
 
@@ -103,11 +110,16 @@ class TierPool:
 
     def load(self) -> float:
         """Share of the capacity in rotation that is in use (1.0: none left, or none in
-        rotation)."""
+        rotation): this gateway's requests in flight, or what vLLM servers report of their own
+        load (other clients' requests included), whichever is higher."""
         now = self.clock()
         live = [r for r in self.replicas if r.breaker.allows(now)]
         capacity = sum(r.client.config.max_concurrency for r in live)
-        return min(1.0, sum(r.outstanding for r in live) / capacity) if capacity else 1.0
+        if not capacity:
+            return 1.0
+        own = min(1.0, sum(r.outstanding for r in live) / capacity)
+        reported = [g.pressure for r in live if (g := getattr(r.client, "gauges", None))]
+        return max(own, sum(reported) / len(live)) if reported else own
 
     def ready(self) -> bool:
         now = self.clock()
@@ -123,7 +135,7 @@ class TierPool:
         self._turn = (self._turn + 1) % max(len(self.replicas), 1)
         n = len(live)
         rotated = [live[(i + self._turn) % n] for i in range(n)] if n else []
-        return sorted(rotated, key=lambda r: r.outstanding)
+        return sorted(rotated, key=queued)
 
     def _record(self, replica: Replica, error: BaseException | None) -> None:
         if error is None or isinstance(error, BackendRejected):
@@ -300,6 +312,13 @@ async def probe_forever(pools: list[TierPool], interval_s: float) -> None:
             log.exception("health probe round failed")
 
 
+def _reported(replica: Replica) -> dict[str, float]:
+    gauges = getattr(replica.client, "gauges", None)
+    if gauges is None:
+        return {}
+    return {"server_waiting": gauges.waiting, "server_kv_cache": round(gauges.kv_cache, 4)}
+
+
 def describe(pools: list[TierPool]) -> list[dict[str, Any]]:
     """Replica states for /readyz and operators (no secrets)."""
     return [
@@ -311,6 +330,7 @@ def describe(pools: list[TierPool]) -> list[dict[str, Any]]:
                     "reachable": r.reachable,
                     "in_rotation": r.breaker.allows(pool.clock()),
                     "outstanding": r.outstanding,
+                    **_reported(r),
                 }
                 for r in pool.replicas
             ],

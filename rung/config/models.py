@@ -109,17 +109,35 @@ class Price(_Frozen):
 
 
 class LocalTier(_Frozen):
-    """A tier that `rung up` serves itself with llama.cpp on this machine."""
+    """A tier that `rung up` serves itself on this machine (docs/local-ladder.md)."""
 
+    engine: Literal["llama.cpp", "vllm"] = "llama.cpp"
+    """`llama.cpp`: llama.cpp's own server (prebuilt, in rung's environment); `vllm`: vLLM's
+    OpenAI server, from its own environment (`make vllm`)."""
     weights: str
-    """A packaged model's name (`rung models list`) or a path to a .gguf file."""
+    """A packaged model's name (`rung models list`) or a path to a .gguf file; for vLLM also a
+    Hugging Face model directory (a GGUF is converted for it once)."""
+    python: str | None = None
+    """vLLM: the Python that has it (default: $RUNG_VLLM_PYTHON, else the environment
+    `make vllm` built)."""
+    args: list[str] = Field(default_factory=list)
+    """vLLM: more server flags, e.g. `[--enable-auto-tool-choice, --tool-call-parser, hermes]`."""
     replicas: int = Field(default=1, ge=1, le=16)
     n_threads: int = Field(default=1, ge=1, le=256)
     """CPU threads per server; 1 is steadiest when several servers share few cores."""
     n_ctx: int = Field(default=2048, ge=256)
     """Tokens (prompt + answer) one request may use."""
-    parallel: int = Field(default=1, ge=1, le=64)
-    """Requests one server decodes together (llama.cpp's slots, each with `n_ctx` tokens)."""
+    parallel: int | None = Field(default=None, ge=1, le=256)
+    """Requests one server decodes together: llama.cpp's slots (each with `n_ctx` tokens;
+    default 1), vLLM's batch (default 64: it batches continuously, so rung should not queue
+    what it would batch)."""
+
+    @property
+    def slots(self) -> int:
+        if self.parallel is not None:
+            return self.parallel
+        return 64 if self.engine == "vllm" else 1
+
     read_timeout_s: PositiveSeconds = 300.0
     """CPU prompt processing can take a while before the first token."""
 
@@ -132,6 +150,9 @@ class AdapterConfig(_Frozen):
     """The name the backends serve the adapter under; sent as `model`."""
     price: Price | None = None
     """Per-adapter price; default: the tier's."""
+    path: str | None = None
+    """A `local` vLLM tier: the adapter's directory (PEFT format), which `rung up` serves as
+    `model` (`--enable-lora --lora-modules model=path`)."""
 
 
 class TierConfig(_Frozen):
@@ -157,8 +178,8 @@ class TierConfig(_Frozen):
     """How a request for `n` > 1 choices is served: `native` (the backends honour `n`, as vLLM
     does), `fan_out` (rung asks `n` times and joins the answers: servers that refuse or ignore
     `n`, such as llama.cpp's), `one` (refused with a 400 naming the tier). Default: `fan_out`
-    for a `local` tier, else `native`. Either way the request is priced and budgeted as `n`
-    answers."""
+    for a `local` llama.cpp tier, else `native`. Either way the request is priced and budgeted
+    as `n` answers."""
     adapters: dict[str, AdapterConfig] = Field(default_factory=dict)
     """LoRA adapters by name; a tenant's `policy.adapters` picks one per tier."""
 
@@ -176,7 +197,8 @@ class TierConfig(_Frozen):
         """How this tier serves `n` > 1 (see `n`)."""
         if self.n is not None:
             return self.n
-        return "fan_out" if self.local is not None else "native"
+        llama = self.local is not None and self.local.engine == "llama.cpp"
+        return "fan_out" if llama else "native"
 
     @model_validator(mode="after")
     def _has_backends(self) -> TierConfig:

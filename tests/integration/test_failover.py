@@ -178,3 +178,23 @@ def test_an_oversized_backend_body_is_refused_not_buffered(fake, gateway, monkey
     gw2 = gateway(make_config([tier("small", a)]))
     ok = httpx.post(gw2.url + "/v1/chat/completions", json={"model": "rung", "messages": ASK})
     assert ok.status_code == 200
+
+
+def test_a_vllm_replica_that_reports_a_queue_is_avoided_and_counts_as_load(
+    fake, gateway, loop_thread
+):
+    """vLLM's own gauges (read at each probe) show load other clients put on a replica, which
+    this gateway's count of its own requests cannot see."""
+    busy, free = fake("busy", "m"), fake("free", "m")
+    busy.behavior.gauges = (6.0, 0.97)  # another client's requests queue there
+    free.behavior.gauges = (0.0, 0.10)
+    gw = gateway(make_config([tier("small", busy, free)]))
+    replicas = lambda: httpx.get(gw.url + "/readyz").json()["tiers"][0]["replicas"]  # noqa: E731
+    wait_until(lambda: replicas()[0].get("server_waiting") == 6.0, what="the gauges read")
+    sdk = client(gw)
+    for _ in range(6):
+        sdk.chat.completions.create(model="rung", messages=ASK)
+    assert (busy.stats.requests, free.stats.completed) == (0, 6)
+    pool = gw.app.state.runtime.pools[0]
+    assert pool.load() == pytest.approx((1.0 + 0.10) / 2)  # busy's queue: full; free: its cache
+    assert replicas()[1]["server_kv_cache"] == 0.1

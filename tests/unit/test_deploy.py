@@ -49,8 +49,8 @@ def host_path(compose_service: dict[str, Any], container_path: str) -> Path:
 def test_every_service_has_a_healthcheck_and_known_profile(compose):
     for name, service in services(compose).items():
         assert "healthcheck" in service, name
-        assert set(service.get("profiles", [])) <= {"gpu", "cpu"}, name
-    assert "profiles" not in compose["services"]["redis"]  # both profiles get Redis
+        assert set(service.get("profiles", [])) <= {"gpu", "cpu", "vllm-cpu"}, name
+    assert "profiles" not in compose["services"]["redis"]  # every profile gets Redis
 
 
 def test_gpu_profile_serves_every_production_tier(compose):
@@ -142,16 +142,29 @@ def test_cpu_profile_runs_the_local_ladder(compose):
 def test_dockerfile_targets_and_copied_paths_exist(compose):
     text = (ROOT / "Dockerfile").read_text()
     targets = re.findall(r"^FROM \S+ AS (\S+)$", text, re.MULTILINE)
-    assert targets == ["gateway", "cpu"]
+    assert targets == ["gateway", "cpu", "vllm-cpu"]
     for service in services(compose).values():
         if "build" in service:
             assert service["build"]["target"] in targets
             assert (ROOT / service["build"]["context"] / "Dockerfile").exists()
     for source in re.findall(r"^COPY (\S+)", text, re.MULTILINE):
         assert (ROOT / source).exists(), source
-    # Both targets install the versions CI tested, the cpu one with llama.cpp's prebuilt server.
+    # Every target installs the versions CI tested: rung's own pins, the cpu one with
+    # llama.cpp's prebuilt server, the vllm-cpu one vLLM's environment at the vLLM tests' pins.
     installs = re.findall(r"pip install (.+?)(?: &&|$)", text, re.MULTILINE)
-    assert installs == ["-c constraints.txt .", '-c constraints.txt ".[local]" \\']
+    assert installs == [
+        "-c constraints.txt .",
+        '-c constraints.txt ".[local]" \\',
+        "-c constraints-vllm.txt \\",
+    ]
+
+
+def test_the_vllm_cpu_profile_serves_the_vllm_ladder(compose):
+    service = services(compose, "vllm-cpu")["rung-vllm-cpu"]
+    assert service["build"]["target"] == "vllm-cpu"
+    config = load_config(host_path(service, flag(service["command"], "--config")), env={})
+    assert {t.local.engine for t in config.tiers if t.local is not None} == {"vllm"}
+    assert "models:/models" in service["volumes"]
 
 
 def _exposed_names() -> set[str]:

@@ -104,3 +104,51 @@ def test_a_local_run_without_an_admin_key_gets_one_only_on_loopback():
     assert with_run_key(public) == (public, None)
     own = parse_config({**tiny, "server": {"admin_key": "mine-0123456789"}}, "x", {})
     assert with_run_key(own) == (own, None)
+
+
+def test_a_vllm_tier_starts_vllms_server_on_loopback_with_its_adapters(tmp_path: Path):
+    from rung.backends.local.engines import vllm_env
+
+    server = LlamaServer(
+        tier="large",
+        alias="smol",
+        model_path=tmp_path / "hf",
+        port=4322,
+        n_ctx=2048,
+        python="vpy",
+        engine="vllm",
+        adapters={"acme": tmp_path / "lora"},
+        extra_args=("--tool-call-parser", "hermes"),
+    )
+    command = server.command()
+    assert command[:3] == ["vpy", "-m", "vllm.entrypoints.openai.api_server"]
+    pairs = dict(zip(command[3::2], command[4::2], strict=False))
+    assert pairs["--host"] == "127.0.0.1"
+    assert pairs["--port"] == "4322"
+    assert pairs["--served-model-name"] == "smol"
+    assert pairs["--max-model-len"] == "2048"
+    assert "--enforce-eager" in command
+    assert command[command.index("--lora-modules") + 1] == f"acme={tmp_path / 'lora'}"
+    assert command[-2:] == ["--tool-call-parser", "hermes"]
+    env = vllm_env({"PATH": "/bin"}, tmp_path)
+    assert env["VLLM_HOST_IP"] == "127.0.0.1"  # else its internal queue binds a public address
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert env["TMPDIR"] == str(tmp_path)
+
+
+def test_engines_default_their_batch_and_how_they_serve_n():
+    local = parse_config(
+        {
+            "tiers": [
+                {"name": "a", "model": "a", "price": {"input_per_mtok": 1, "output_per_mtok": 1},
+                 "local": {"weights": "x.gguf"}},
+                {"name": "b", "model": "b", "price": {"input_per_mtok": 2, "output_per_mtok": 2},
+                 "local": {"weights": "x.gguf", "engine": "vllm"}},
+            ]
+        },
+        "x",
+        {},
+    )  # fmt: skip
+    llama, vllm = local.tiers
+    assert (llama.local.slots, vllm.local.slots) == (1, 64)
+    assert (llama.choices, vllm.choices) == ("fan_out", "native")
