@@ -1,5 +1,6 @@
 """One way to talk to Redis for every store (cache, ledger, rate limits, usage): the client
-settings and the translation of Redis and socket failures into the store's own error."""
+settings, one Redis or a Redis Cluster (`redis+cluster://`), the keys' hash tags, and the
+translation of Redis and socket failures into the store's own error."""
 
 from __future__ import annotations
 
@@ -8,12 +9,37 @@ from collections.abc import Awaitable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from rung.resp import Client
+from rung.resp_cluster import ClusterClient, parse_cluster_url
 
-def connect(url: str, timeout_s: float) -> aioredis.Redis:
+Redis = aioredis.Redis | RedisCluster
+FastClient = Client | ClusterClient
+
+
+def is_cluster(url: str) -> bool:
+    return url.startswith(("redis+cluster://", "rediss+cluster://"))
+
+
+def tagged(name: str, url: str) -> str:
+    """`name` as the part of a key that decides its slot: on a cluster `{name}` (a hash tag, so
+    every key of one tenant is in one slot and one script may touch them all), elsewhere as it
+    is (the key names rung has always used: nothing to migrate on one Redis)."""
+    return "{" + name + "}" if is_cluster(url) else name
+
+
+def fast_client(url: str, timeout_s: float, connect_timeout_s: float | None = None) -> FastClient:
+    """The request path's pipelined client (rung.resp) for one Redis or a cluster."""
+    if is_cluster(url):
+        return ClusterClient(url, timeout_s, connect_timeout_s)
+    return Client(url, timeout_s, connect_timeout_s)
+
+
+def connect(url: str, timeout_s: float) -> Redis:
     """A client that fails fast: the stores decide what a failure means, not redis-py.
 
     Connecting is bounded by `timeout_s`; a command is bounded by the caller (`guarded`), not
@@ -22,6 +48,19 @@ def connect(url: str, timeout_s: float) -> aioredis.Redis:
     command cut short by its deadline drops its connection (redis-py's own rule on
     cancellation), so no late reply is ever read as another command's.
     """
+    if is_cluster(url):
+        seeds = parse_cluster_url(url)
+        first = seeds[0]
+        return RedisCluster(
+            startup_nodes=[ClusterNode(s.host, s.port) for s in seeds],
+            username=first.username,
+            password=first.password,
+            ssl=first.tls,
+            socket_timeout=None,
+            socket_connect_timeout=timeout_s,
+            require_full_coverage=False,
+            retry=Retry(NoBackoff(), 2),  # a redirection or a failover: map again, twice
+        )
     return aioredis.Redis.from_url(
         url,
         socket_timeout=None,

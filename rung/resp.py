@@ -39,6 +39,15 @@ class ReplyError(ResponseError):
     """Redis answered the command with an error (`-ERR ...`)."""
 
 
+class NotConnected(RedisConnectionError):
+    """No connection could be opened: the command was never sent (safe to send elsewhere)."""
+
+
+class NotReplicated(RedisConnectionError):
+    """The write ran, but fewer replicas than asked acknowledged it in time: a failover now
+    could lose it (the caller keeps it to write again; rung's writes are idempotent)."""
+
+
 @dataclass(frozen=True)
 class Address:
     host: str
@@ -153,6 +162,31 @@ class _Protocol(asyncio.Protocol):
         self.transport.write(pack(args))
         return future
 
+    def send_then_wait(
+        self, args: tuple[Arg, ...], replicas: int, timeout_ms: int
+    ) -> tuple[asyncio.Future[Any], asyncio.Future[Any]]:
+        """The command and `WAIT replicas timeout_ms` in one write (WAIT covers every write this
+        connection sent before it)."""
+        future = self.send(args)
+        return future, self.send(("WAIT", replicas, timeout_ms))
+
+    def send_asking(self, args: tuple[Arg, ...]) -> asyncio.Future[Any]:
+        """`ASKING` and the command in one write: nothing another caller sends can come between
+        them (ASKING holds for the connection's next command only)."""
+        assert self.transport is not None
+        loop, now = asyncio.get_running_loop(), time.monotonic()
+        asking: asyncio.Future[Any] = loop.create_future()
+        asking.add_done_callback(_consume)
+        future: asyncio.Future[Any] = loop.create_future()
+        self.waiting += [(asking, now), (future, now)]
+        self.transport.write(pack(("ASKING",)) + pack(args))
+        return future
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # read, so a failed ASKING is not reported as never retrieved
+
 
 def _expire(future: asyncio.Future[Any], timeout_s: float) -> None:
     if not future.done():
@@ -182,11 +216,44 @@ class Client:
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
 
+    @classmethod
+    def to(
+        cls,
+        address: Address,
+        timeout_s: float,
+        connect_timeout_s: float | None = None,
+        stale_s: float | None = None,
+    ) -> Client:
+        """A client for an address already parsed (a cluster's node)."""
+        client = cls("redis://127.0.0.1", timeout_s, connect_timeout_s, stale_s)
+        client.address = address
+        return client
+
     async def call(self, *args: Arg) -> Any:
         """One command's reply (bytes, int, list, None); a `-ERR` reply raises ReplyError, a
-        lost connection redis' ConnectionError, no reply within `timeout_s` TimeoutError."""
-        protocol = await self._connected()
-        future = protocol.send(args)
+        lost connection redis' ConnectionError (NotConnected when none could be opened: the
+        command was not sent), no reply within `timeout_s` TimeoutError."""
+        return await self._await((await self._connected()).send(args))
+
+    async def call_asking(self, *args: Arg) -> Any:
+        """The command preceded by `ASKING` (a Redis Cluster slot being migrated)."""
+        return await self._await((await self._connected()).send_asking(args))
+
+    async def call_replicated(self, args: tuple[Arg, ...], replicas: int) -> Any:
+        """The command's reply once `replicas` replicas hold it (NotReplicated when fewer
+        acknowledged within the deadline; the command did run)."""
+        timeout_ms = max(1, int(self.timeout_s * 1000 * 0.8))
+        future, waited = (await self._connected()).send_then_wait(args, replicas, timeout_ms)
+        waited.add_done_callback(_consume)
+        reply = await self._await(future)
+        acknowledged = await self._await(waited)
+        if int(acknowledged) < replicas:
+            raise NotReplicated(
+                f"redis: {acknowledged} of {replicas} replicas acknowledged the write in time"
+            )
+        return reply
+
+    async def _await(self, future: asyncio.Future[Any]) -> Any:
         loop = asyncio.get_running_loop()
         timer = loop.call_at(loop.time() + self.timeout_s, _expire, future, self.timeout_s)
         try:
@@ -194,14 +261,23 @@ class Client:
         finally:
             timer.cancel()
 
-    async def run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        """The script's reply: by digest, or with its source when Redis does not know it yet."""
+    async def run(
+        self, script: Script, keys: Sequence[str], args: Sequence[Arg], replicas: int = 0
+    ) -> Any:
+        """The script's reply: by digest, or with its source when Redis does not know it yet;
+        with `replicas`, once that many replicas acknowledged it (`call_replicated`)."""
+
+        async def send(*command: Arg) -> Any:
+            if replicas:
+                return await self.call_replicated(command, replicas)
+            return await self.call(*command)
+
         try:
-            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+            return await send("EVALSHA", script.sha, len(keys), *keys, *args)
         except ReplyError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
-        return await self.call("EVAL", script.source, len(keys), *keys, *args)
+        return await send("EVAL", script.source, len(keys), *keys, *args)
 
     async def aclose(self) -> None:
         protocol, self._protocol = self._protocol, None
@@ -247,11 +323,11 @@ class Client:
             if protocol is not None:  # connected, then refused (AUTH) or too slow
                 protocol.close(RedisConnectionError("redis: connection abandoned"))
             if isinstance(exc, TimeoutError):
-                raise RedisConnectionError(
+                raise NotConnected(
                     f"redis: could not connect within {self.connect_timeout_s:g}s"
                 ) from None
             if isinstance(exc, OSError):
-                raise RedisConnectionError(f"redis: could not connect: {exc}") from None
+                raise NotConnected(f"redis: could not connect: {exc}") from None
             raise
         return protocol
 

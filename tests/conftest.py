@@ -9,6 +9,7 @@ import pytest
 
 from rung.config import RungConfig
 from tests.integration.harness import Gateway, LoopThread
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer, find_redis_server
 
 
@@ -43,3 +44,33 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer(binary).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_nodes() -> Iterator[RedisCluster]:
+    """A real 3-primary Redis Cluster (a replica each) on loopback ports, shared by the tests
+    that only read and write through it; stopped by PID at the end of the session."""
+    binary = find_redis_server()
+    if binary is None:
+        pytest.fail("redis-server not found: `apt-get install redis-server`")
+    cluster = RedisCluster(binary).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_nodes: RedisCluster) -> RedisCluster:
+    """The shared cluster, emptied."""
+    redis_cluster_nodes.flush()
+    return redis_cluster_nodes
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def redis_url(request: pytest.FixtureRequest) -> str:
+    """A real Redis's URL: one server (`redis://`), then a 3-primary cluster (`redis+cluster://`):
+    tests taking it hold for both."""
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url

@@ -1,13 +1,15 @@
 """The Redis cache store: entries shared by every gateway replica.
 
-Layout (all under the `rung:` prefix):
+Layout (all under the `rung:` prefix; on a Redis Cluster the tenant is a hash tag, `{acme}`, so
+one tenant's keys share a slot and the put script may touch them all):
 
 - `rung:cache:{tenant}:{key}`: one hash per entry (`meta` JSON, `body`, `vector` as float32
   bytes), expiring after the TTL;
 - `rung:cache-keys:{tenant}`: sorted set of the tenant's keys by creation time (bounds the tenant
   to `max_entries`, oldest out first, and lists its entries for index rebuilds);
 - `rung:cache-bytes:{tenant}`: hash key -> entry size, for stats;
-- channel `rung:cache:events`: every put and purge, so other replicas' in-process vector indexes
+- channel `rung:cache:events` (plain pub/sub: a cluster forwards it to every node): every put and
+  purge, so other replicas' in-process vector indexes
   follow (`{"origin", "tenant", "key"}`, key null for a purge; a put also carries the entry's
   scope, question, tier and base64 float32 vector when the question is at most
   `ANNOUNCE_MAX_TEXT` characters, so the replicas index it without reading it).
@@ -26,12 +28,11 @@ from typing import Any
 
 import numpy as np
 import orjson
-import redis.asyncio as aioredis
 
 from rung.cache.entry import BadEntry, Entry, decode
 from rung.cache.store import Announced, Change, StoreError
-from rung.redisconn import connect, guarded
-from rung.resp import Client, Script, pairs
+from rung.redisconn import Redis, connect, fast_client, guarded, is_cluster, tagged
+from rung.resp import Script, pairs
 
 PREFIX = "rung:"
 CHANNEL = f"{PREFIX}cache:events"
@@ -66,16 +67,42 @@ keys that left. Atomic, and one round trip where two transactions were (a replic
 interleave with another's between them)."""
 
 
-def _entry_key(tenant: str, key: str) -> str:
-    return f"{PREFIX}cache:{tenant}:{key}"
+DELETE = """
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+"""
+"""One entry out, with its place in the tenant's key list and sizes (one slot on a cluster)."""
+
+FORGET = """
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+"""
+"""A purge's last step: the tenant's key list and sizes gone, and the replicas told, from the
+node that holds the tenant's slot (a cluster forwards each node's messages in order, so no
+replica hears the purge before a put that came first)."""
 
 
-def _keys_of(tenant: str) -> str:
-    return f"{PREFIX}cache-keys:{tenant}"
+class Layout:
+    """The store's key names for one Redis URL (hash-tagged by tenant on a cluster)."""
 
+    def __init__(self, url: str) -> None:
+        self.url = url
 
-def _bytes_of(tenant: str) -> str:
-    return f"{PREFIX}cache-bytes:{tenant}"
+    def entry(self, tenant: str, key: str) -> str:
+        return f"{PREFIX}cache:{tagged(tenant, self.url)}:{key}"
+
+    def keys_of(self, tenant: str) -> str:
+        return f"{PREFIX}cache-keys:{tagged(tenant, self.url)}"
+
+    def bytes_of(self, tenant: str) -> str:
+        return f"{PREFIX}cache-bytes:{tagged(tenant, self.url)}"
+
+    def tenant_of(self, keys_key: str) -> str:
+        name = keys_key.removeprefix(f"{PREFIX}cache-keys:")
+        if is_cluster(self.url) and name.startswith("{") and name.endswith("}"):
+            return name[1:-1]
+        return name
 
 
 ANNOUNCE_MAX_TEXT = 4096
@@ -129,10 +156,13 @@ class RedisStore:
         self.origin = uuid.uuid4().hex
         self._timeout_s = max(timeout_s, 0.5)
         """The deadline of the calls off the request path (index re-reads, stats, purges)."""
-        self._client: aioredis.Redis = connect(url, self._timeout_s)
-        self._fast = Client(url, timeout_s)
+        self._client: Redis = connect(url, self._timeout_s)
+        self._fast = fast_client(url, timeout_s)
         """The request path's two calls (read an entry, store one), within `timeout_s`."""
         self._put = Script(PUT)
+        self._delete = Script(DELETE)
+        self._forget = Script(FORGET)
+        self._keys = Layout(url)
 
     async def _guard(self, call: Awaitable[Any]) -> Any:
         return await guarded(call, StoreError, self._timeout_s)
@@ -145,7 +175,8 @@ class RedisStore:
         await self._guard(self._client.ping())
 
     async def get(self, tenant: str, key: str) -> Entry | None:
-        fields = pairs(await self._bounded(self._fast.call("HGETALL", _entry_key(tenant, key))))
+        reply = await self._bounded(self._fast.call("HGETALL", self._keys.entry(tenant, key)))
+        fields = pairs(reply)
         if not fields:
             return None
         try:
@@ -165,7 +196,8 @@ class RedisStore:
         for name, value in encoded.items():
             fields += (name, value)
         message = announcement(self.origin, entry, encoded.get("vector"))  # its bytes, once
-        keys = [_entry_key(tenant, entry.key), _keys_of(tenant), _bytes_of(tenant)]
+        layout = self._keys
+        keys = [layout.entry(tenant, entry.key), layout.keys_of(tenant), layout.bytes_of(tenant)]
         args = [
             max(1, int(self.ttl_s)),
             entry.created,
@@ -173,7 +205,7 @@ class RedisStore:
             entry.size,
             self.clock() - self.ttl_s,
             self.max_entries,
-            _entry_key(tenant, ""),
+            layout.entry(tenant, ""),
             CHANNEL,
             message,
             *fields,
@@ -182,39 +214,38 @@ class RedisStore:
         return [k.decode() for k in evicted]
 
     async def delete(self, tenant: str, key: str) -> None:
-        async with self._client.pipeline(transaction=True) as tx:
-            tx.delete(_entry_key(tenant, key))
-            tx.zrem(_keys_of(tenant), key)
-            tx.hdel(_bytes_of(tenant), key)
-            await self._guard(tx.execute())
+        layout = self._keys
+        keys = [layout.entry(tenant, key), layout.keys_of(tenant), layout.bytes_of(tenant)]
+        await self._bounded(self._fast.run(self._delete, keys, [key]))
 
     async def purge(self, tenant: str) -> int:
-        keys = [k.decode() for k in await self._guard(self._client.zrange(_keys_of(tenant), 0, -1))]
+        layout = self._keys
+        listed = await self._guard(self._client.zrange(layout.keys_of(tenant), 0, -1))
+        keys = [k.decode() for k in listed]
         for start in range(0, len(keys), BATCH):
-            batch = keys[start : start + BATCH]
-            await self._guard(self._client.delete(*(_entry_key(tenant, k) for k in batch)))
-        await self._guard(self._client.delete(_keys_of(tenant), _bytes_of(tenant)))
-        message = {"origin": self.origin, "tenant": tenant, "key": None}
-        await self._guard(self._client.publish(CHANNEL, orjson.dumps(message)))
+            batch = keys[start : start + BATCH]  # one tenant's: one slot on a cluster
+            await self._guard(self._client.delete(*(layout.entry(tenant, k) for k in batch)))
+        message = orjson.dumps({"origin": self.origin, "tenant": tenant, "key": None})
+        keys = [layout.keys_of(tenant), layout.bytes_of(tenant)]
+        await self._guard(self._fast.run(self._forget, keys, [CHANNEL, message]))
         return len(keys)
 
+    async def _tenants(self) -> list[str]:
+        """Every tenant with cached entries (on a cluster: scanned on every primary)."""
+        pattern = f"{PREFIX}cache-keys:*"
+        found = [k async for k in self._client.scan_iter(match=pattern, count=500)]
+        return sorted({self._keys.tenant_of(k.decode()) for k in found})
+
     async def entries(self) -> AsyncIterator[Entry]:
-        cursor: int | bytes = 0
-        tenants: list[str] = []
-        while True:
-            cursor, found = await self._guard(
-                self._client.scan(cursor=int(cursor), match=f"{PREFIX}cache-keys:*", count=500)
-            )
-            tenants += [k.decode().removeprefix(f"{PREFIX}cache-keys:") for k in found]
-            if int(cursor) == 0:
-                break
+        layout = self._keys
+        tenants = await guarded(self._tenants(), StoreError, 20 * self._timeout_s)
         for tenant in tenants:
-            keys = await self._guard(self._client.zrange(_keys_of(tenant), 0, -1))
+            keys = await self._guard(self._client.zrange(layout.keys_of(tenant), 0, -1))
             for start in range(0, len(keys), BATCH):
                 batch = [k.decode() for k in keys[start : start + BATCH]]
                 async with self._client.pipeline(transaction=False) as tx:
                     for key in batch:
-                        tx.hgetall(_entry_key(tenant, key))
+                        tx.hgetall(layout.entry(tenant, key))
                     rows = await self._guard(tx.execute())
                 for key, fields in zip(batch, rows, strict=True):
                     if not fields:
@@ -227,10 +258,11 @@ class RedisStore:
                         yield entry
 
     async def usage(self, tenant: str) -> tuple[int, int]:
+        layout = self._keys
         async with self._client.pipeline(transaction=False) as tx:
-            tx.zremrangebyscore(_keys_of(tenant), "-inf", self.clock() - self.ttl_s)
-            tx.zcard(_keys_of(tenant))
-            tx.hvals(_bytes_of(tenant))
+            tx.zremrangebyscore(layout.keys_of(tenant), "-inf", self.clock() - self.ttl_s)
+            tx.zcard(layout.keys_of(tenant))
+            tx.hvals(layout.bytes_of(tenant))
             _, count, sizes = await self._guard(tx.execute())
         return int(count), sum(int(s) for s in sizes)
 

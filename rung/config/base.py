@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def check_redis_url(url: SecretStr) -> SecretStr:
+    """A Redis URL rung can connect with: `redis://`, `rediss://`, `unix://`, or a cluster's
+    `redis+cluster://host:port[,host:port...]` (`rediss+cluster://` with TLS). The error names
+    the form expected, never the URL (it may carry a password)."""
+    from rung.resp import parse_url
+    from rung.resp_cluster import parse_cluster_url
+
+    raw = url.get_secret_value()
+    if raw.startswith(("redis+cluster://", "rediss+cluster://")):
+        parse_cluster_url(raw)
+    else:
+        parse_url(raw)
+    return url

@@ -57,6 +57,17 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     return text or "<root>"
 
 
+_SECRET_NAMES = ("key", "secret", "password", "token", "redis_url")
+
+
+def _may_be_secret(loc: tuple[int | str, ...], value: object) -> bool:
+    """Not echoed in an error: values of keys that hold secrets, and URLs with credentials."""
+    name = next((str(part).lower() for part in reversed(loc) if isinstance(part, str)), "")
+    if any(word in name for word in _SECRET_NAMES):
+        return True
+    return isinstance(value, str) and "://" in value and "@" in value
+
+
 def format_validation_error(error: ValidationError) -> list[str]:
     problems = []
     for item in error.errors():
@@ -66,7 +77,8 @@ def format_validation_error(error: ValidationError) -> list[str]:
             continue
         message = item["msg"].removeprefix("Value error, ")
         got = item.get("input")
-        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        hidden = isinstance(got, dict | list) or got is None or _may_be_secret(item["loc"], got)
+        shown = "" if hidden else f" (got {got!r})"
         problems.append(f"{where}: {message}{shown}")
     return problems
 

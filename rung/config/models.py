@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from rung.config.base import Frozen
+from rung.config.base import Frozen, check_redis_url
 from rung.config.goal import GoalConfig
 from rung.config.tenants import AuthConfig, LimitsConfig, Policy, TenantConfig
 
@@ -297,6 +297,8 @@ class CacheConfig(_Frozen):
     `temperature` counts as 1.0 (the OpenAI default); set 0 to store only greedy answers."""
     ann_min: int = Field(default=4096, ge=1)
     """From this many entries in one scope, search an HNSW graph instead of every vector."""
+
+    _redis_url = field_validator("redis_url")(check_redis_url)
 
 
 class EscalationConfig(_Frozen):

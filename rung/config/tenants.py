@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from rung.config.base import Frozen
+from rung.config.base import Frozen, check_redis_url
 from rung.config.goal import GoalConfig
 
 _HASHED = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -95,9 +95,16 @@ class LimitsConfig(Frozen):
     """`memory`: this process only; `redis`: exact across every replica."""
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     redis_timeout_ms: float = Field(default=200.0, gt=0, le=10_000)
+    redis_replica_acks: int = Field(default=0, ge=0, le=8)
+    """Spend writes (reservations, settlements, usage records) count as done once this many
+    replicas acknowledged them (Redis `WAIT`, within `redis_timeout_ms`): a failover cannot
+    then lose one. A write fewer replicas took in time is treated as failed (kept and
+    written again; settlements are idempotent). 0: the primary's word is enough."""
     on_store_failure: Literal["fail_closed", "fail_open"] = "fail_closed"
     """Redis unreachable: `fail_closed` refuses metered requests with 503; `fail_open` serves
-    them and reconciles their cost when Redis is back (bounded: `fail_open_max_requests`)."""
+    them and reconciles their cost when Redis is back (bounded: `fail_open_max_requests`).
+    Either way, a request already served whose settlement fails is kept and settled when
+    Redis is back."""
     fail_open_max_requests: int = Field(default=10_000, ge=0)
     reservation_lease_s: float = Field(default=600.0, gt=0)
     """A reservation stops counting by itself after this long if nothing settles it (a
@@ -121,3 +128,5 @@ class LimitsConfig(Frozen):
                 "unknown time zone (use an IANA name such as UTC or Europe/Berlin)"
             ) from None
         return value
+
+    _redis_url = field_validator("redis_url")(check_redis_url)

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 
 import orjson
 
-from rung.resp import Client, Script
+from rung.redisconn import fast_client
+from rung.resp import Script
 
 log = logging.getLogger("rung.router")
 PREFIX = "rung:conv:"
@@ -124,7 +125,7 @@ class MemoryConversations:
 class RedisConversations:
     def __init__(self, url: str, ttl_s: float) -> None:
         self.ttl_s = ttl_s
-        self._client = Client(url, TIMEOUT_S, connect_timeout_s=0.5)
+        self._client = fast_client(url, TIMEOUT_S, connect_timeout_s=0.5)
         self._raise = Script(RAISE)
         self._warned = False
 

@@ -64,7 +64,8 @@ class Ledger(Protocol):
 
     async def settle(self, hold: Hold, actual: int) -> bool:
         """Charge `actual` and release the reservation; False when its lease had already run
-        out (the spend is added all the same: it happened)."""
+        out (the spend is added all the same: it happened). Idempotent: the same hold settled
+        again (its first reply was lost) counts once."""
 
     async def renew(self, holds: list[Hold]) -> set[str]:
         """Extend live reservations by their lease from now; returns the ids of those that
@@ -99,6 +100,7 @@ class MemoryLedger:
         self.clock = clock
         self._periods: OrderedDict[tuple[str, str], list[int]] = OrderedDict()  # [spent, reserved]
         self._holds: dict[str, tuple[Hold, float]] = {}  # live leases: id -> (hold, expiry)
+        self._settled: OrderedDict[str, None] = OrderedDict()  # the last `keep` settled ids
 
     def _expire(self) -> None:
         now = self.clock()
@@ -131,6 +133,11 @@ class MemoryLedger:
 
     async def settle(self, hold: Hold, actual: int) -> bool:
         self._expire()
+        if hold.id in self._settled:  # written again: counted once (as Redis does)
+            return True
+        self._settled[hold.id] = None
+        if len(self._settled) > self.keep:
+            self._settled.popitem(last=False)
         live = self._holds.pop(hold.id, None) is not None
         for period in (hold.day, hold.month):
             counters = self._period(hold.tenant, period)

@@ -119,6 +119,10 @@ class Gate:
         top = config.tiers[-1].price
         self.top_price: Price = (top.input_per_mtok, top.output_per_mtok)
         self._pending: deque[tuple[Hold, int]] = deque()
+        self._pending_records: deque[UsageRecord] = deque(
+            maxlen=max(1, config.limits.fail_open_max_requests)
+        )
+        """Usage records the store could not take (the oldest dropped past the bound)."""
         self._live: dict[str, Ticket] = {}
         """Requests holding a reservation, by hold id (renewed until they settle)."""
         self.late_settlements = 0
@@ -327,7 +331,9 @@ class Gate:
             try:
                 live = await self.ledger.settle(ticket.hold, actual)
             except CounterError as exc:
-                self._store_failed(exc)
+                # Served already: whatever the failure mode, its cost is kept and settled when
+                # the store is back (settling again is idempotent if this one did land).
+                self._mark_down(exc)
                 self._keep(ticket.hold, actual)
             else:
                 if not live:
@@ -363,8 +369,11 @@ class Gate:
             month=ticket.month,
             extra={"usage": kind} if kind else {},
         )
-        with contextlib.suppress(CounterError):
+        try:
             await self.usage.append(record)
+        except CounterError as exc:
+            self._mark_down(exc)
+            self._pending_records.append(record)  # written when the store is back (once)
         return record
 
     def _invalid_usage(self, tier: str, reported: tuple[object, object]) -> None:
@@ -381,6 +390,17 @@ class Gate:
     # -- faults ------------------------------------------------------------------------------
 
     def _store_failed(self, exc: Exception) -> None:
+        self._mark_down(exc)
+        if self.config.limits.on_store_failure == "fail_closed":
+            raise ServiceUnavailable(
+                "the spend ledger is unavailable; metered requests are refused until it is back"
+            ) from None
+        if len(self._pending) >= self.config.limits.fail_open_max_requests:
+            raise ServiceUnavailable(
+                "the spend ledger has been unavailable too long; refusing until it is back"
+            ) from None
+
+    def _mark_down(self, exc: Exception) -> None:
         self.store_errors += 1
         if self._down_since is None:
             self._down_since = self.clock()
@@ -391,14 +411,6 @@ class Gate:
                 if self.config.limits.on_store_failure == "fail_open"
                 else "refusing metered requests",
             )
-        if self.config.limits.on_store_failure == "fail_closed":
-            raise ServiceUnavailable(
-                "the spend ledger is unavailable; metered requests are refused until it is back"
-            ) from None
-        if len(self._pending) >= self.config.limits.fail_open_max_requests:
-            raise ServiceUnavailable(
-                "the spend ledger has been unavailable too long; refusing until it is back"
-            ) from None
 
     def _keep(self, hold: Hold, actual: int) -> None:
         self._pending.append((replace(hold, amount=hold.amount), actual))
@@ -411,21 +423,29 @@ class Gate:
             self._down_since = None
 
     async def reconcile(self) -> int:
-        """Add the costs served during an outage to the ledger; returns how many remain."""
+        """Add the costs served during an outage to the ledger, and write the usage records
+        that could not be; returns how many remain."""
         while self._pending:
             hold, actual = self._pending[0]
             try:
                 await self.ledger.settle(hold, actual)
             except CounterError as exc:
                 log.debug("reconciliation waits for the store: %s", exc)
-                return len(self._pending)
+                return len(self._pending) + len(self._pending_records)
             self._pending.popleft()
+        while self._pending_records:
+            try:
+                await self.usage.append(self._pending_records[0])
+            except CounterError as exc:
+                log.debug("usage records wait for the store: %s", exc)
+                return len(self._pending_records)
+            self._pending_records.popleft()
         return 0
 
     async def reconcile_forever(self, interval_s: float = 1.0) -> None:
         while True:
             await asyncio.sleep(interval_s)
-            if self._pending:
+            if self._pending or self._pending_records:
                 await self.reconcile()
 
     async def aclose(self) -> None:
@@ -454,4 +474,5 @@ class Gate:
             "mode": self.config.limits.on_store_failure,
             "errors": self.store_errors,
             "pending_settlements": len(self._pending),
+            "pending_usage_records": len(self._pending_records),
         }

@@ -6,7 +6,13 @@ a Redis admit exactly what fits. Keys under `rung:`:
 - `rung:holds:{tenant}:{period}`: sorted set of live reservations (`id:amount`, scored by
   when their lease ends, Redis server time in ms); every script first releases the expired
   ones, so a reservation whose gateway crashed stops counting by itself;
+- `rung:settled:{tenant}:{day}`: sorted set of the reservations settled in the last
+  `SETTLED_WINDOW_S` (by id, scored by when): a settlement written again (its first reply was
+  lost, or a replica had not acknowledged it) is recognised and not counted twice;
 - `rung:rate:{tenant}:{minute}`: hash {requests, tokens}; expires after two minutes.
+
+On a Redis Cluster (`redis+cluster://`) the tenant is a hash tag (`rung:ledger:{acme}:2026-11`),
+so the day's and the month's keys, which every script takes together, are in one slot.
 """
 
 from __future__ import annotations
@@ -15,8 +21,8 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-from rung.redisconn import guarded
-from rung.resp import Client, Script
+from rung.redisconn import FastClient, fast_client, guarded, tagged
+from rung.resp import Script
 from rung.tenants.counters import Admission, Hold, Spend
 
 EXPIRE_HOLDS = """
@@ -57,6 +63,9 @@ return 1
 SETTLE = (
     EXPIRE_HOLDS
     + """
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[6]) * 1000)
+if redis.call('ZADD', KEYS[5], 'NX', now, ARGV[5]) == 0 then return 2 end
+redis.call('EXPIRE', KEYS[5], ARGV[6])
 local live = 0
 for i = 1, 2 do
   if redis.call('ZREM', KEYS[2 + i], ARGV[5]) == 1 then  -- an expired lease was released
@@ -108,14 +117,18 @@ return {1, requests + 1, tokens + n}
 """
 
 DAY_TTL, MONTH_TTL = 3 * 86_400, 40 * 86_400
+SETTLED_WINDOW_S = 3_600
+"""How long a settlement is remembered, to be recognised if written again (about 60 bytes a
+request: some 200 MB an hour at 1,000 requests/s). One written again later than this after a
+lost reply would count twice: outages longer than an hour are reconciled by hand."""
 
 
 class CounterError(Exception):
     """Redis could not be reached or failed: the configured failure mode decides."""
 
 
-def client(url: str, timeout_s: float) -> Client:
-    return Client(url, timeout_s)
+def client(url: str, timeout_s: float) -> FastClient:
+    return fast_client(url, timeout_s)
 
 
 async def guard(call: Awaitable[Any]) -> Any:
@@ -123,44 +136,50 @@ async def guard(call: Awaitable[Any]) -> Any:
     return await guarded(call, CounterError, None)
 
 
-def _key(tenant: str, period: str) -> str:
-    return f"rung:ledger:{tenant}:{period}"
-
-
-def _keys(tenant: str, day: str, month: str) -> list[str]:
+def ledger_keys(tenant: str, day: str, month: str) -> list[str]:
+    """The ledgers and holds of one tenant's day and month (`tenant` already tagged)."""
     return [
-        _key(tenant, day),
-        _key(tenant, month),
+        f"rung:ledger:{tenant}:{day}",
+        f"rung:ledger:{tenant}:{month}",
         f"rung:holds:{tenant}:{day}",
         f"rung:holds:{tenant}:{month}",
     ]
 
 
 class RedisLedger:
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, replicas: int = 0) -> None:
+        self._url = url
         self._redis = client(url, timeout_s)
+        self._replicas = replicas
+        """Replicas that must acknowledge a reservation or settlement (redis_replica_acks)."""
         self._reserve = Script(RESERVE)
         self._settle = Script(SETTLE)
         self._renew = Script(RENEW)
         self._spend = Script(SPEND)
 
+    def _keys(self, tenant: str, day: str, month: str) -> list[str]:
+        return ledger_keys(tagged(tenant, self._url), day, month)
+
     async def reserve(self, hold: Hold, daily: int | None, monthly: int | None) -> bool:
-        keys = _keys(hold.tenant, hold.day, hold.month)
+        keys = self._keys(hold.tenant, hold.day, hold.month)
         limits = [-1 if daily is None else daily, -1 if monthly is None else monthly]
         member = f"{hold.id}:{hold.amount}"
         args: list[str | int] = [hold.amount, *limits, DAY_TTL, MONTH_TTL, member]
         args.append(int(hold.lease_s * 1000))
-        return bool(await guard(self._redis.run(self._reserve, keys, args)))
+        return bool(await guard(self._redis.run(self._reserve, keys, args, self._replicas)))
 
     async def settle(self, hold: Hold, actual: int) -> bool:
-        keys = _keys(hold.tenant, hold.day, hold.month)
+        """Idempotent: a settlement written again (after a lost reply) counts once."""
+        keys = self._keys(hold.tenant, hold.day, hold.month)
+        keys.append(f"rung:settled:{tagged(hold.tenant, self._url)}:{hold.day}")
         args: list[str | int] = [hold.amount, actual, DAY_TTL, MONTH_TTL]
-        args.append(f"{hold.id}:{hold.amount}")
-        return bool(await guard(self._redis.run(self._settle, keys, args)))
+        args += [f"{hold.id}:{hold.amount}", SETTLED_WINDOW_S]
+        done = await guard(self._redis.run(self._settle, keys, args, self._replicas))
+        return bool(done)  # 2: settled before (its first reply was lost), live then
 
     async def renew(self, holds: list[Hold]) -> set[str]:
         async def one(hold: Hold) -> bool:
-            keys = _keys(hold.tenant, hold.day, hold.month)
+            keys = self._keys(hold.tenant, hold.day, hold.month)
             args: list[str | int] = [f"{hold.id}:{hold.amount}", int(hold.lease_s * 1000)]
             return bool(await guard(self._redis.run(self._renew, keys, args)))
 
@@ -168,7 +187,7 @@ class RedisLedger:
         return {h.id for h, ok in zip(holds, renewed, strict=True) if not ok}
 
     async def spend(self, tenant: str, day: str, month: str) -> Spend:
-        values = await guard(self._redis.run(self._spend, _keys(tenant, day, month), []))
+        values = await guard(self._redis.run(self._spend, self._keys(tenant, day, month), []))
         return Spend(*(int(v or 0) for v in values))
 
     async def aclose(self) -> None:
@@ -177,8 +196,12 @@ class RedisLedger:
 
 class RedisRateLimiter:
     def __init__(self, url: str, timeout_s: float) -> None:
+        self._url = url
         self._redis = client(url, timeout_s)
         self._admit = Script(ADMIT)
+
+    def _key(self, tenant: str, minute: int) -> str:
+        return f"rung:rate:{tagged(tenant, self._url)}:{minute}"
 
     async def admit(
         self,
@@ -193,12 +216,12 @@ class RedisRateLimiter:
             -1 if tokens_limit is None else tokens_limit,
             tokens,
         ]
-        key = f"rung:rate:{tenant}:{minute}"
+        key = self._key(tenant, minute)
         allowed, requests, used = await guard(self._redis.run(self._admit, [key], args))
         return Admission(bool(allowed), int(requests), int(used))
 
     async def adjust(self, tenant: str, minute: int, tokens: int) -> None:
-        await guard(self._redis.call("HINCRBY", f"rung:rate:{tenant}:{minute}", "tokens", tokens))
+        await guard(self._redis.call("HINCRBY", self._key(tenant, minute), "tokens", tokens))
 
     async def aclose(self) -> None:
         await self._redis.aclose()

@@ -15,8 +15,9 @@ def build_stores(limits: LimitsConfig) -> tuple[Ledger, RateLimiter, UsageLog]:
 
     url = limits.redis_url.get_secret_value()
     timeout = limits.redis_timeout_ms / 1000
+    acks = limits.redis_replica_acks
     return (
-        RedisLedger(url, timeout),
+        RedisLedger(url, timeout, acks),
         RedisRateLimiter(url, timeout),
-        RedisUsage(url, timeout, limits.usage_records_max),
+        RedisUsage(url, timeout, limits.usage_records_max, acks),
     )

@@ -1,9 +1,11 @@
 """Usage records (one per request, no prompt text) and per-tier sums for the admin API, in
-memory (bounded) or Redis (`rung:usage:{tenant}` lists trimmed to the bound, and
-`rung:usage-sum:{tenant}:{period}` hashes)."""
+memory (bounded) or Redis (`rung:usage:{tenant}` lists trimmed to the bound,
+`rung:usage-sum:{tenant}:{period}` hashes, and `rung:usage-ids:{tenant}`: the last hour's record
+ids, so a record written again after a lost reply is stored once)."""
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -11,9 +13,16 @@ from typing import Any, Protocol
 
 import orjson
 
-from rung.redisconn import connect, guarded
+from rung.redisconn import connect, guarded, tagged
 from rung.resp import Script
-from rung.tenants.redis_counters import DAY_TTL, MONTH_TTL, CounterError, client, guard
+from rung.tenants.redis_counters import (
+    DAY_TTL,
+    MONTH_TTL,
+    SETTLED_WINDOW_S,
+    CounterError,
+    client,
+    guard,
+)
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,8 @@ class UsageRecord:
     day: str = ""
     month: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Unique: a record written again after a lost reply is stored once."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,17 +154,23 @@ class MemoryUsage:
 
 
 APPEND = """
+local t = redis.call('TIME')
+local now = tonumber(t[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[6]))
+if redis.call('ZADD', KEYS[4], 'NX', now, ARGV[5]) == 0 then return 0 end
+redis.call('EXPIRE', KEYS[4], ARGV[6])
 redis.call('LPUSH', KEYS[1], ARGV[1])
 redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 for i = 2, 3 do
-  for j = 5, #ARGV, 2 do
+  for j = 7, #ARGV, 2 do
     redis.call('HINCRBY', KEYS[i], ARGV[j], ARGV[j + 1])
   end
   redis.call('EXPIRE', KEYS[i], ARGV[i + 1])
 end
 """
-"""One record: push it, trim the list to the bound, add it to its day's and its month's sums.
-One script rather than a pipeline of some 25 commands: the gateway's CPU per request is mostly
+"""One record: push it, trim the list to the bound, add it to its day's and its month's sums;
+unless its id was written in the last SETTLED_WINDOW_S (written again after a lost reply). One
+script rather than a pipeline of some 25 commands: the gateway's CPU per request is mostly
 the client's per-command work."""
 
 
@@ -164,31 +181,36 @@ hold them up, and a long log is not cut off by the request path's deadline."""
 
 
 class RedisUsage:
-    def __init__(self, url: str, timeout_s: float, max_records: int) -> None:
+    def __init__(self, url: str, timeout_s: float, max_records: int, replicas: int = 0) -> None:
+        self._url = url
+        self._replicas = replicas
         self._redis = client(url, timeout_s)
         self._reads = connect(url, timeout_s)
         self.max_records = max(1, max_records)
         self._append = Script(APPEND)
 
     async def append(self, record: UsageRecord) -> None:
-        tenant = record.tenant
+        tenant = tagged(record.tenant, self._url)  # one slot for the script's keys (cluster)
         keys = [
             f"rung:usage:{tenant}",
             f"rung:usage-sum:{tenant}:{record.day}",
             f"rung:usage-sum:{tenant}:{record.month}",
+            f"rung:usage-ids:{tenant}",
         ]
         args: list[bytes | str | int] = [
             orjson.dumps(record),  # a dataclass: orjson writes what asdict() would, faster
             self.max_records,
             DAY_TTL,
             MONTH_TTL,
+            record.id,
+            SETTLED_WINDOW_S,
         ]
         for name, value in sum_fields(record):
             args += (name, value)
-        await guard(self._redis.run(self._append, keys, args))
+        await guard(self._redis.run(self._append, keys, args, self._replicas))
 
     async def records(self, tenant: str, since: float) -> list[dict[str, Any]]:
-        key = f"rung:usage:{tenant}"
+        key = f"rung:usage:{tagged(tenant, self._url)}"
         rows = await guarded(self._reads.lrange(key, 0, -1), CounterError, READ_TIMEOUT_S)
         out = []
         for raw in reversed(rows):  # oldest first
@@ -201,7 +223,7 @@ class RedisUsage:
         return out
 
     async def sums(self, tenant: str, period: str) -> dict[str, int]:
-        key = f"rung:usage-sum:{tenant}:{period}"
+        key = f"rung:usage-sum:{tagged(tenant, self._url)}:{period}"
         raw = await guarded(self._reads.hgetall(key), CounterError, READ_TIMEOUT_S)
         return {k.decode(): int(v) for k, v in raw.items()}
 

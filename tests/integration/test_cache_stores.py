@@ -49,10 +49,8 @@ def entry(key: str, tenant: str = "acme", created: float = 1_000_000.0, **kw: An
     return Entry(**{**fields, **kw})
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def make_store(
-    request: pytest.FixtureRequest, redis_server: RedisServer
-) -> AsyncIterator[Callable[..., CacheStore]]:
+@pytest.fixture(params=["memory", "redis", "cluster"])
+async def make_store(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., CacheStore]]:
     made: list[CacheStore] = []
 
     def make(max_entries: int = 100, clock: Clock | None = None) -> CacheStore:
@@ -60,7 +58,12 @@ async def make_store(
         if request.param == "memory":
             store = MemoryStore(max_entries, 10**9, TTL, clock or Clock())
         else:
-            store = RedisStore(redis_server.url, max_entries, TTL, 1.0, 8, clock or Clock())
+            url = (
+                request.getfixturevalue("redis_cluster").url
+                if request.param == "cluster"
+                else request.getfixturevalue("redis_server").url
+            )
+            store = RedisStore(url, max_entries, TTL, 1.0, 8, clock or Clock())
         made.append(store)
         return store
 
@@ -161,9 +164,9 @@ async def test_redis_skips_corrupt_and_foreign_entries(redis_server: RedisServer
         await store.aclose()
 
 
-async def test_redis_replicas_hear_each_others_changes(redis_server: RedisServer) -> None:
-    one = RedisStore(redis_server.url, 100, TTL, 1.0, 8, Clock())
-    two = RedisStore(redis_server.url, 100, TTL, 1.0, 8, Clock())
+async def test_redis_replicas_hear_each_others_changes(redis_url: str) -> None:
+    one = RedisStore(redis_url, 100, TTL, 1.0, 8, Clock())
+    two = RedisStore(redis_url, 100, TTL, 1.0, 8, Clock())
     heard: list[Change] = []
 
     async def on_change(change: Change) -> None:
@@ -224,9 +227,10 @@ class ReadCountingStore(RedisStore):
 
 
 async def test_two_replicas_on_one_redis_share_entries_but_never_across_tenants(
-    redis_server: RedisServer,
+    redis_url: str,
 ) -> None:
-    """Two gateway replicas' caches (each with its own in-process index) on one real Redis."""
+    """Two gateway replicas' caches (each with its own in-process index) on one real Redis, or
+    on one real Redis Cluster."""
     from rung.cache.keys import cache_key
     from rung.cache.semantic import SemanticCache
     from rung.config import CacheConfig
@@ -235,7 +239,7 @@ async def test_two_replicas_on_one_redis_share_entries_but_never_across_tenants(
     # production default (50 ms) to open the first pooled connection
     config = CacheConfig(store="redis", similarity_threshold=0.9, redis_timeout_ms=2000)
     groups = {"ann": "lab", "bob": "lab"}
-    stores = [ReadCountingStore(redis_server.url, 100, TTL, 1.0, 8) for _ in range(2)]
+    stores = [ReadCountingStore(redis_url, 100, TTL, 1.0, 8) for _ in range(2)]
     replicas = [SemanticCache(store, config, ["small"], groups=groups) for store in stores]
     for replica in replicas:
         await replica.start()
@@ -277,14 +281,12 @@ async def test_two_replicas_on_one_redis_share_entries_but_never_across_tenants(
         await replica.aclose()
 
 
-async def test_conversation_tiers_in_redis_are_shared_and_only_go_up(
-    redis_server: RedisServer,
-) -> None:
+async def test_conversation_tiers_in_redis_are_shared_and_only_go_up(redis_url: str) -> None:
     from rung.ports import free_port
     from rung.router.conversations import RedisConversations
 
-    one = RedisConversations(redis_server.url, ttl_s=60)
-    two = RedisConversations(redis_server.url, ttl_s=60)  # another replica
+    one = RedisConversations(redis_url, ttl_s=60)
+    two = RedisConversations(redis_url, ttl_s=60)  # another replica
     ladder = ("small", "large")
     try:
         assert await two.floor("c") is None

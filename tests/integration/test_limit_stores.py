@@ -1,4 +1,5 @@
-"""One contract, two stores: ledger, rate limiter and usage log in memory and in a real Redis."""
+"""One contract, three stores: ledger, rate limiter and usage log in memory, in a real Redis and
+in a real Redis Cluster (3 primaries)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,20 @@ from rung.config import LimitsConfig
 from rung.tenants.counters import Hold
 from rung.tenants.stores import build_stores
 from rung.tenants.usage import UsageRecord, summarize
+from tests.redis_cluster import RedisCluster
 from tests.redis_server import RedisServer, find_redis_server
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def stores(request: pytest.FixtureRequest, redis_server: RedisServer) -> AsyncIterator[Any]:
-    limits = LimitsConfig(store=request.param, redis_url=redis_server.url)
+@pytest.fixture(params=["memory", "redis", "cluster"])
+async def stores(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    if request.param == "cluster":
+        cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+        limits = LimitsConfig(store="redis", redis_url=cluster.url)
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        limits = LimitsConfig(store=request.param, redis_url=server.url)
     built = build_stores(limits)
     yield built
     for store in built:
