@@ -17,6 +17,11 @@ def check_redis_url(url: SecretStr) -> SecretStr:
     from rung.resp_cluster import parse_cluster_url
 
     raw = url.get_secret_value()
+    if raw == "**********":
+        raise ValueError(
+            "is the masked placeholder that /admin/config shows, not a URL: write the real one "
+            "(or `${REDIS_URL}`)"
+        )
     if raw.startswith(("redis+cluster://", "rediss+cluster://")):
         parse_cluster_url(raw)
     else:

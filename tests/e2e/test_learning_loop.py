@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from rung.classifiers.model import load
 from rung.config import RoutingConfig, ShadowConfig
 from rung.weights.fetch import default_models_dir
-from tests.integration.harness import client, wait_until
+from tests.integration.harness import client, wait_until, write_config
 from tests.integration.test_promote import inverted
 
 pytestmark = pytest.mark.e2e
@@ -77,9 +77,7 @@ def test_a_bad_classifier_is_replaced_through_the_loop(
             "server": local_ladder.server.model_copy(update={"admin_key": SecretStr(ADMIN)}),
         }
     )
-    dumped = config.model_dump(mode="json")
-    dumped["server"]["admin_key"] = ADMIN
-    source.write_text(json.dumps(dumped))
+    write_config(config, source)
     gw = gateway(config, source)
     bad_print = load(serving).fingerprint
     assert bad_print in gw.app.state.runtime.routing.chooser.fingerprint

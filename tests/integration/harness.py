@@ -4,6 +4,7 @@ running on one background event loop so that tests drive them with the (sync) op
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Coroutine
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 
 import openai
 import uvicorn
+from pydantic import SecretStr
 
 from rung.backends.fake_server import FakeServer
 from rung.config import RungConfig, parse_config
@@ -43,6 +45,23 @@ def tier(name: str, *servers: FakeServer, **backend: Any) -> dict[str, Any]:
         "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
         "backends": [{"url": s.url, **backend} for s in servers],
     }
+
+
+def _revealed(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {k: _revealed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_revealed(v) for v in value]
+    return value
+
+
+def write_config(config: RungConfig, path: Path) -> Path:
+    """`config` as a file rung can load again: secrets written as they are (a plain
+    `model_dump` masks them as `**********`, which is not a Redis URL or a key)."""
+    path.write_text(json.dumps(_revealed(config.model_dump(mode="python")), default=str))
+    return path
 
 
 def make_config(tiers: list[dict[str, Any]], **sections: Any) -> RungConfig:

@@ -16,7 +16,7 @@ import pytest
 
 from rung.classifiers.model import Held, load
 from rung.weights.fetch import default_models_dir
-from tests.integration.harness import make_config, tier
+from tests.integration.harness import make_config, tier, write_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,8 +61,7 @@ def test_promote_replaces_a_bad_classifier_refuses_a_worse_one_and_rolls_back(
         routing={"policy": "classifier", "classifier": str(serving)},
     )
     source = tmp_path / "rung.yaml"
-    source.write_text(json.dumps(config.model_dump(mode="json") | {"server": {
-        **config.server.model_dump(mode="json"), "admin_key": ADMIN}}))  # fmt: skip
+    write_config(config, source)
     gw = gateway(config, source)
     chooser = gw.app.state.runtime.routing.chooser
     assert bad_print in chooser.fingerprint

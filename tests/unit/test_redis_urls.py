@@ -86,3 +86,9 @@ def test_the_config_takes_every_url_form_and_refuses_others_without_echoing_them
     with pytest.raises(ConfigError, match="not a Redis URL") as caught:
         _config({"store": "redis", "redis_url": "http://u:hunter2@h:1"})
     assert "hunter2" not in str(caught.value)
+
+
+def test_the_masked_placeholder_is_named_as_such() -> None:
+    """A config saved from /admin/config carries `**********` for every secret."""
+    with pytest.raises(ConfigError, match="masked placeholder"):
+        _config({"store": "redis", "redis_url": "**********"})
