@@ -149,7 +149,8 @@ def build_verify(config: RungConfig, routing: Routing) -> tuple[Verify | None, C
 
 def held_out_summary(report: dict[str, Any], floor: float, budget: float) -> str:
     """What the verifier's test split (pairs nothing was fitted or calibrated on) says it serves,
-    when it was measured at these settings."""
+    when it was measured at these settings: natural (Quora, human-labelled) pairs first, since
+    a user's traffic is natural rephrasings; all pairs, rule-made edits included, after."""
     test = report.get("test", {})
     paraphrases, near = test.get("all paraphrases"), test.get("all near misses")
     if (
@@ -159,9 +160,18 @@ def held_out_summary(report: dict[str, Any], floor: float, budget: float) -> str
         or not near
     ):
         return "no held-out figures for these settings (run `rung cache fit` for them)"
+    overall = (
+        f"{paraphrases['served']:.0%} of paraphrases and {near['served']:.2%} of near misses "
+        f"over all {paraphrases['pairs'] + near['pairs']:,} held-out test pairs, rule-made "
+        "edits included"
+    )
+    natural_para, natural_near = test.get("pairs-paraphrase"), test.get("pairs-near-miss")
+    if not natural_para or not natural_near:
+        return f"it served {overall}"
     return (
-        f"on {paraphrases['pairs'] + near['pairs']:,} held-out test pairs it served "
-        f"{paraphrases['served']:.0%} of paraphrases and {near['served']:.2%} of near misses"
+        f"on held-out natural pairs (Quora, human labels) it served "
+        f"{natural_para['served']:.1%} of {natural_para['pairs']:,} paraphrases and "
+        f"{natural_near['served']:.1%} of {natural_near['pairs']:,} near misses; {overall}"
     )
 
 
