@@ -194,7 +194,8 @@ def _expire(future: asyncio.Future[Any], timeout_s: float) -> None:
 
 
 class Client:
-    """One pipelined connection to the Redis at `url`, opened on first use.
+    """One pipelined connection to the Redis at `url` (a URL, or an address already parsed:
+    a cluster's node), opened on first use.
 
     Each reply is awaited for `timeout_s`. The deadline is checked against the reply itself,
     not by cancelling the caller: on a loop that fell behind, a reply that arrived in time is
@@ -204,30 +205,17 @@ class Client:
 
     def __init__(
         self,
-        url: str,
+        url: str | Address,
         timeout_s: float,
         connect_timeout_s: float | None = None,
         stale_s: float | None = None,
     ) -> None:
-        self.address = parse_url(url)
+        self.address = url if isinstance(url, Address) else parse_url(url)
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s or max(timeout_s, 0.5)
         self.stale_s = stale_s or max(2.0, 4 * timeout_s)
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
-
-    @classmethod
-    def to(
-        cls,
-        address: Address,
-        timeout_s: float,
-        connect_timeout_s: float | None = None,
-        stale_s: float | None = None,
-    ) -> Client:
-        """A client for an address already parsed (a cluster's node)."""
-        client = cls("redis://127.0.0.1", timeout_s, connect_timeout_s, stale_s)
-        client.address = address
-        return client
 
     async def call(self, *args: Arg) -> Any:
         """One command's reply (bytes, int, list, None); a `-ERR` reply raises ReplyError, a

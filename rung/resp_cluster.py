@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote
@@ -76,7 +76,6 @@ class ClusterClient:
         stale_s: float | None = None,
     ) -> None:
         self.seeds = parse_cluster_url(url)
-        self.timeout_s = timeout_s
         self._options = (timeout_s, connect_timeout_s, stale_s)
         self._nodes: dict[Node, Client] = {}
         self._slots: list[Node | None] = [None] * SLOTS
@@ -162,11 +161,15 @@ class ClusterClient:
         if client is None:
             seed = self.seeds[0]
             address = replace(seed, host=node[0], port=node[1])
-            client = self._nodes[node] = Client.to(address, *self._options)
+            client = self._nodes[node] = Client(address, *self._options)
         return client
 
     def _refresh_later(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._refresh(force=True, quiet=True))
+        self._in_background(self._refresh(force=True, quiet=True))
+
+    def _in_background(self, job: Coroutine[Any, Any, None]) -> None:
+        """Run `job` without awaiting it (cancelled by `aclose`)."""
+        task = asyncio.get_running_loop().create_task(job)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -203,12 +206,7 @@ class ClusterClient:
         owners = {n for n in slots if n is not None}
         for node in [n for n in self._nodes if n not in owners]:
             stale = self._nodes.pop(node)  # a node that no longer owns slots (dead or demoted)
-            self._refresh_close(stale)
-
-    def _refresh_close(self, client: Client) -> None:
-        task = asyncio.get_running_loop().create_task(client.aclose())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+            self._in_background(stale.aclose())
 
 
 def _node(text: str, asked: Node) -> Node:

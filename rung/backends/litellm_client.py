@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from rung.backends.ends import Ends
+from rung.backends.gauges import Gauges
 from rung.config import BackendConfig
 from rung.errors import BackendError, BackendRejected, BackendTimeout, RungError
 
@@ -29,6 +30,8 @@ class LiteLLMClient:
         self.config = config
         self.url = config.url
         self.model = config.litellm_model
+        self.gauges: Gauges | None = None
+        """A hosted provider reports no load gauges (rung.backends.client has vLLM's)."""
         self._litellm: Any = None
 
     async def start(self) -> None:

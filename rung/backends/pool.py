@@ -24,7 +24,7 @@ log = logging.getLogger("rung.backends")
 def queued(replica: Replica) -> float:
     """Requests ahead at a replica: ours in flight, plus those waiting in a vLLM server's own
     queue (other clients'), as of its last probe."""
-    gauges = getattr(replica.client, "gauges", None)
+    gauges = replica.client.gauges
     return replica.outstanding + (gauges.waiting if gauges is not None else 0.0)
 
 
@@ -118,7 +118,7 @@ class TierPool:
         if not capacity:
             return 1.0
         own = min(1.0, sum(r.outstanding for r in live) / capacity)
-        reported = [g.pressure for r in live if (g := getattr(r.client, "gauges", None))]
+        reported = [g.pressure for r in live if (g := r.client.gauges) is not None]
         return max(own, sum(reported) / len(live)) if reported else own
 
     def ready(self) -> bool:
@@ -313,7 +313,7 @@ async def probe_forever(pools: list[TierPool], interval_s: float) -> None:
 
 
 def _reported(replica: Replica) -> dict[str, float]:
-    gauges = getattr(replica.client, "gauges", None)
+    gauges = replica.client.gauges
     if gauges is None:
         return {}
     return {"server_waiting": gauges.waiting, "server_kv_cache": round(gauges.kv_cache, 4)}

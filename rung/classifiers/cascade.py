@@ -108,6 +108,13 @@ def starts(lam: float, held: Held) -> Ints:
     return out
 
 
+def _following(path: tuple[int, ...], tiers: int) -> Ints:
+    """For each tier, the next tier of `path` above it (the top for the top)."""
+    top = path[-1]
+    out: Ints = np.array([next((t for t in path if t > k), top) for k in range(tiers)])
+    return out
+
+
 def simulate(params: Params, held: Held) -> tuple[Ints, Array, Ints]:
     """The policy over every prompt at once: (the tier whose answer is served, the cost of
     all calls made, the number of calls)."""
@@ -115,7 +122,7 @@ def simulate(params: Params, held: Held) -> tuple[Ints, Array, Ints]:
     rows = np.arange(n)
     tier = starts(params.lam, held)
     top = params.path[-1]
-    following = np.array([next((t for t in params.path if t > k), top) for k in range(tiers)])
+    following = _following(params.path, tiers)
     spent = np.zeros(n)
     calls = np.zeros(n, dtype=np.int64)
     served = np.full(n, -1, dtype=np.int64)
@@ -178,7 +185,7 @@ def sweep(held: Held, verifying: bool = True) -> list[Point]:
     first = {lam: starts(lam, held) for lam in LAMBDAS}
     for path in paths(tiers) if verifying else [(tiers - 1,)]:
         top = path[-1]
-        following = np.array([next((t for t in path if t > k), top) for k in range(tiers)])
+        following = _following(path, tiers)
         top_cost = float(held.costs[:, top].sum()) or 1.0
         top_score = float(held.scores[:, top].mean()) or 1.0
         for lam in LAMBDAS:

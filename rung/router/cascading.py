@@ -77,12 +77,16 @@ class Judging:
         return Verdict(verified, None if step is None else self.tiers[step], reading.result, agreed)
 
 
+def one_up(threshold: float, tiers: int, lam: float = 0.0) -> cascade.Params:
+    """Judging by the calibrator's confidence against `threshold`, one tier up at a time (the
+    escalation rule before answer verifiers), over `tiers` tiers."""
+    return cascade.Params(lam, threshold, tuple(range(1, tiers)) or (0,), False)
+
+
 def legacy(threshold: float, order: tuple[int, ...], prompt: str) -> Judging:
-    """Judging by the calibrator's confidence alone, one tier up at a time: for a routing
-    policy without a classifier (`length`)."""
-    path = tuple(range(1, len(order))) or (0,)
-    params = cascade.Params(0.0, threshold, path, False)
-    return Judging(params, order, tuple(1.0 for _ in order), None, prompt)
+    """Judging by the calibrator's confidence alone: for a routing policy without a
+    classifier (`length`)."""
+    return Judging(one_up(threshold, len(order)), order, tuple(1.0 for _ in order), None, prompt)
 
 
 class Policies:
@@ -105,6 +109,8 @@ class Policies:
         self.judges = self.verifying or threshold is not None
         """Whether answers are judged at all (escalation is on)."""
         self._sweeps: dict[tuple[int, ...], list[cascade.Point]] = {}
+        self._floors: dict[tuple[int, ...], float] = {}
+        """Per set of tiers: the keep of the cheapest point (what budget downshift eases to)."""
         self._fitted: dict[tuple[GoalConfig, tuple[int, ...]], cascade.Point] = {}
 
     def order(self, tiers: Sequence[int]) -> tuple[int, ...]:
@@ -131,7 +137,10 @@ class Policies:
         """The policy that meets `goal` over these tiers (relaxed by budget downshift
         `progress`, 0..1)."""
         if progress > 0:
-            floor = min(self.points(tiers), key=lambda p: p.cost_share).keep
+            floor = self._floors.get(tiers)
+            if floor is None:  # once per set of tiers, not per downshifted request
+                cheapest = min(self.points(tiers), key=lambda p: p.cost_share)
+                floor = self._floors[tiers] = cheapest.keep
             goal = eased(goal, round(progress, 2), floor)
         key = (goal, tiers)
         point = self._fitted.get(key)
@@ -140,10 +149,8 @@ class Policies:
                 self._fitted.clear()
             point = meet(goal, self.points(tiers))
             if self.threshold is not None:  # the calibrator's threshold, one step up at a time
-                path = tuple(range(1, len(tiers))) or (0,)
-                point = replace(
-                    point, params=cascade.Params(point.params.lam, self.threshold, path, False)
-                )
+                params = one_up(self.threshold, len(tiers), point.params.lam)
+                point = replace(point, params=params)
             self._fitted[key] = point
         return point
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -166,11 +166,6 @@ class ClassifierChooser:
         self.fingerprint = (
             f"classifier:{model.fingerprint}/{rule}/answers={judged}/tiers={','.join(names)}"
         )
-
-    def fitted(self, goal: GoalConfig, allowed: Sequence[int], progress: float = 0.0) -> Any:
-        """The fitted policy point for `goal` over these classifier tiers."""
-        tiers = self.policies.order(allowed)
-        return self.policies.fitted(goal, tiers, progress)
 
     def held_out(self, goal: GoalConfig) -> str:
         """What `goal` keeps and costs on the classifier's test split, for the served tiers at

@@ -331,9 +331,10 @@ class Pipeline:
         for _ in range(self.config.escalation.max_steps + 1 if judging else 0):
             assert judging is not None
             signals = body_signals(body, json_expected(payload))
+            answer = answer_text(body)
             verdict = judging.judge(
                 served.tier,
-                answer_text(body) or "",
+                answer or "",
                 finish_of(body),
                 self._confidence(served.tier, signals),
                 previous,
@@ -342,9 +343,8 @@ class Pipeline:
             served.signals = signals if signals.tokens else None
             first = served.tier
             if verdict.next is None or len(served.escalated) >= self.config.escalation.max_steps:
-                served.reason += f" {'agreed' if verdict.agreed else 'accept'}" + (
-                    f" verified={verdict.verified:.2f}"
-                )
+                outcome = "agreed" if verdict.agreed else "accept"
+                served.reason += f" {outcome} verified={verdict.verified:.2f}"
                 break
             up = tuple(t for t in plan.order if t >= verdict.next)
             try:
@@ -354,7 +354,7 @@ class Pipeline:
                 break
             usage = body.get("usage")
             used = usage if isinstance(usage, dict) else None
-            served.calls.append(Call(first, used, text=answer_text(body), signals=served.signals))
+            served.calls.append(Call(first, used, text=answer, signals=served.signals))
             step = f"{self.config.tiers[first].name}->{self.config.tiers[again.tier].name}"
             served.escalated.append(step)
             served.reason += f" escalate {step} verified={verdict.verified:.2f}"
