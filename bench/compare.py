@@ -311,13 +311,18 @@ def verifier_cost_us(rounds: int = 5) -> dict[str, float]:
         return {}
     prompt = "Janet has 16 eggs. She eats 3 and bakes with 4. She sells the rest at $2 each."
     step = "16 - 3 - 4 = 9 eggs are left, and 9 * 2 = 18 dollars. "
+    choices = (
+        prompt
+        + "\n\nOptions:\n"
+        + "".join(f"{k}. ${v}\n" for k, v in zip("ABCD", (9, 18, 16, 7), strict=True))
+    )
     answers = {
-        "json_400_chars": '{"reasoning": "' + step * 7 + '", "answer": "18"}',
-        "json_2000_chars": '{"reasoning": "' + step * 36 + '", "answer": "18"}',
-        "choice_600_chars": "We refer to Wikipedia. " * 24 + "The answer is (C).",
+        "json_400_chars": ('{"reasoning": "' + step * 7 + '", "answer": "18"}', prompt),
+        "json_2000_chars": ('{"reasoning": "' + step * 36 + '", "answer": "18"}', prompt),
+        "choice_600_chars": (step * 10 + "The answer is (B).", choices),
     }
     out = {}
-    for name, text in answers.items():
+    for name, (text, prompt) in answers.items():
         samples = []
         for _ in range(rounds):
             started = time.perf_counter()

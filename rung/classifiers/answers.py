@@ -44,6 +44,11 @@ FEATURES: tuple[str, ...] = (
     "choice_letters",
     "choice_repeats",
     "options_mentioned",
+    "choice_text_in_answer",
+    "other_options_in_answer",
+    "choice_numeric",
+    "choice_number_in_reasoning",
+    "choice_nearest_last_number",
     "code_block",
     "whole_json",
 )
@@ -66,6 +71,8 @@ _REFUSAL = re.compile(
 _JSON_ANSWER = re.compile(r'"answer"\s*:\s*(?:"((?:[^"\\\n]|\\.)*)"|([^,\n}]*))')
 _CHOICE = re.compile(r"answer is:?\s*\(?([A-J])\)?(?![A-Za-z])")
 _OPTION = re.compile(r"\(([A-J])\)")
+_PROMPT_OPTION = re.compile(r"^\(?([A-J])[.)]\s+(.+?)\s*$", re.MULTILINE)
+_NOT_WORD = re.compile(r"[^a-z0-9.]+")
 _EQUATION = re.compile(
     r"((?:-?\$?\d[\d,]*(?:\.\d+)?\s*[-+*/×÷x]\s*)+\$?\d[\d,]*(?:\.\d+)?)\s*=\s*\$?(-?\d[\d,]*(?:\.\d+)?)"
 )
@@ -155,6 +162,42 @@ def _evaluate(expression: str) -> float | None:
         return None
 
 
+def _words(text: str) -> str:
+    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
+
+
+def choice_features(text: str, prompt: str, letter: str | None) -> tuple[float, ...]:
+    """Whether a multiple-choice answer's reasoning supports the option it picked: the option's
+    text appears in the reasoning, other options' texts do (weighing several), the option is a
+    number and that number was computed, the last number computed is nearest to it. Zero when
+    the prompt lists no options or the answer picked none."""
+    options = dict(_PROMPT_OPTION.findall(prompt))
+    if letter is None or letter not in options:
+        return (0.0, 0.0, 0.0, 0.0, 0.0)
+    reasoning = text.rsplit("answer is", 1)[0]
+    body = _words(reasoning)
+    named = {k: _words(o) for k, o in options.items()}
+    chosen = named[letter]
+    others = sum(1 for k, o in named.items() if k != letter and len(o) >= 3 and o in body)
+    values = {k: _numbers(o) for k, o in options.items()}
+    computed = _numbers(reasoning)
+    picked = values[letter][0] if values[letter] else None
+    found = picked is not None and any(
+        abs(x - picked) <= max(1e-6, 0.005 * abs(picked)) for x in computed
+    )
+    nearest = False
+    if picked is not None and computed:
+        distance = {k: abs(v[0] - computed[-1]) for k, v in values.items() if v}
+        nearest = min(distance, key=lambda k: (distance[k], k != letter)) == letter
+    return (
+        float(len(chosen) >= 2 and chosen in body),
+        float(min(others, 5)),
+        float(picked is not None),
+        float(found),
+        float(nearest),
+    )
+
+
 def _canonical(value: float) -> str:
     return str(int(value)) if value == int(value) and abs(value) < 1e15 else f"{value:.6g}"
 
@@ -205,6 +248,7 @@ def read(text: str, prompt: str = "", finish_reason: str | None = None) -> Readi
         float(len(set(letters))),
         float(min(len(letters), 5)),
         math.log1p(len(_OPTION.findall(t))),
+        *choice_features(t, prompt, letters[-1] if letters else None),
         float("```" in t and not t.lstrip().startswith("```json")),
         float(stripped.startswith("{") and stripped.endswith("}")),
     )

@@ -64,3 +64,35 @@ def test_a_truncated_answer_and_a_multiple_choice_one():
     assert feature(mmlu, "choice_found") == 1.0
     assert feature(mmlu, "choice_letters") == 1.0
     assert feature(mmlu, "choice_repeats") == 2.0
+
+
+MC_PROMPT = (
+    "A loan of $1,000 at 5% simple interest for 3 years earns how much?\n\n"
+    "Options:\nA. $150\nB. $157.63\nC. $50\nD. compound interest only"
+)
+
+
+def test_a_multiple_choice_answer_is_read_against_the_options_it_chose_from():
+    supported = "Interest = 1000 * 0.05 * 3 = 150. The answer is (A)."
+    picked_other = "Interest = 1000 * 0.05 * 3 = 150. The answer is (B)."
+    assert feature(supported, "choice_numeric", MC_PROMPT) == 1.0
+    assert feature(supported, "choice_number_in_reasoning", MC_PROMPT) == 1.0
+    assert feature(supported, "choice_nearest_last_number", MC_PROMPT) == 1.0
+    # the reasoning computed 150 but picked 157.63: neither computed nor nearest
+    assert feature(picked_other, "choice_number_in_reasoning", MC_PROMPT) == 0.0
+    assert feature(picked_other, "choice_nearest_last_number", MC_PROMPT) == 0.0
+
+
+def test_an_option_named_in_the_reasoning_counts_only_for_the_option_picked():
+    named = "Only compound interest only applies here. The answer is (D)."
+    other = "It is not compound interest only, so the answer is (C)."
+    assert feature(named, "choice_text_in_answer", MC_PROMPT) == 1.0
+    assert feature(named, "choice_numeric", MC_PROMPT) == 0.0
+    assert feature(other, "choice_text_in_answer", MC_PROMPT) == 0.0
+    assert feature(other, "other_options_in_answer", MC_PROMPT) == 1.0
+
+
+def test_choice_features_are_zero_without_options_or_a_choice():
+    for text, prompt in (("The answer is (A).", "What is 2 + 2?"), ("It is 150.", MC_PROMPT)):
+        for name in ("choice_text_in_answer", "choice_numeric", "choice_nearest_last_number"):
+            assert feature(text, name, prompt) == 0.0
