@@ -368,6 +368,13 @@ class ShadowConfig(_Frozen):
     record_escalations: bool = True
     """With `record`: each escalation's first answer (its confidence signals, and whether it
     agreed with the answer served) is a line too, for recalibrating (`rung calibrate`)."""
+    guard: bool = True
+    """When the checks show, beyond their 95% interval, that a tenant's routing keeps less than
+    its `goal.keep`, hold back the tier that agrees least with the reference (docs/shadow.md)."""
+    guard_min_checks: int = Field(default=20, ge=1)
+    """Checks of a tier before the guard may hold it back."""
+    guard_hold_s: float = Field(default=3600.0, gt=0)
+    """How long a hold lasts; then the tier serves again and its evidence starts afresh."""
 
 
 class RungConfig(_Frozen):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from rung.cache.fit import wilson
 from rung.classifiers import cascade
 from rung.classifiers.answers import read
 from rung.classifiers.cascade_report import policy_held
@@ -112,6 +113,7 @@ class Policies:
         self._floors: dict[tuple[int, ...], float] = {}
         """Per set of tiers: the keep of the cheapest point (what budget downshift eases to)."""
         self._fitted: dict[tuple[GoalConfig, tuple[int, ...]], cascade.Point] = {}
+        self._agreement: dict[tuple[GoalConfig, tuple[int, ...]], dict[int, float]] = {}
 
     def order(self, tiers: Sequence[int]) -> tuple[int, ...]:
         """Classifier tiers in price order (the policy's order)."""
@@ -174,6 +176,27 @@ class Policies:
             verifier,
             prompt,
         )
+
+    def agreement(self, goal: GoalConfig, tiers: tuple[int, ...]) -> dict[int, float]:
+        """Classifier tier -> the lower 95% bound of the share of its served answers that agree
+        with the top tier's on the validation split, under the policy fitted to `goal` over
+        `tiers`: what shadow checks should at least read while traffic is like the validation
+        prompts (rung.router.guard; a tier served there a few times gets a low bar, not a
+        noisy one). Empty without answer texts (nothing to compare)."""
+        key = (goal, tiers)
+        known = self._agreement.get(key)
+        if known is None:
+            held = self.held("validation", tiers)
+            served, _, _ = cascade.simulate(self.fitted(goal, tiers).params, held)
+            rows = np.arange(len(served))
+            agreed = held.agree[rows, served, len(tiers) - 1]
+            known = {
+                tiers[j]: wilson(int(agreed[served == j].sum()), int((served == j).sum()))[0]
+                for j in range(len(tiers) - 1)
+                if (served == j).any() and self.model.held["validation"].keys is not None
+            }
+            self._agreement[key] = known
+        return known
 
     def expected(self, tiers: tuple[int, ...], prompt_chars: int) -> list[float]:
         """Each tier's expected cost for a prompt this long: price x (prompt + its mean

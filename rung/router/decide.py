@@ -70,6 +70,14 @@ class TierChooser(Protocol):
 
     async def choose(self, query: Query) -> Decision: ...
 
+    def agreement(
+        self, goal: GoalConfig | None, allowed: tuple[int, ...] | None
+    ) -> dict[str, float]:
+        """Tier name -> the share of its routed answers that should agree with the top tier's
+        when traffic is like what the goal was met on (empty: unknown); the shadow guard
+        compares its checks with it."""
+        ...
+
 
 def decide_by_length(prompt_chars: int, thresholds: Sequence[int], n_tiers: int) -> Decision:
     for tier, limit in enumerate(thresholds[: n_tiers - 1]):
@@ -94,6 +102,11 @@ class LengthChooser:
     async def choose(self, query: Query) -> Decision:
         decision = decide_by_length(query.prompt_chars, self.thresholds, self.n_tiers)
         return within(decision, query.allowed)
+
+    def agreement(
+        self, goal: GoalConfig | None, allowed: tuple[int, ...] | None
+    ) -> dict[str, float]:
+        return {}
 
 
 def within(decision: Decision, allowed: tuple[int, ...] | None) -> Decision:
@@ -186,6 +199,17 @@ class ClassifierChooser:
             f"{realised.cost_share:.1%} of its cost ({c0:.0%}-{c1:.0%}), "
             f"{realised.calls:.2f} calls a request"
         )
+
+    def agreement(
+        self, goal: GoalConfig | None, allowed: tuple[int, ...] | None
+    ) -> dict[str, float]:
+        tiers = [k for k in self.allowed if allowed is None or self.index[k] in allowed]
+        if not tiers:
+            return {}
+        found = self.policies.agreement(
+            goal or self.goal or DEFAULT_GOAL, self.policies.order(tiers)
+        )
+        return {self.model.tier_names[k]: rate for k, rate in found.items()}
 
     async def choose(self, query: Query) -> Decision:
         vector = query.vector if query.vector is not None else await self.batcher.embed(query.text)

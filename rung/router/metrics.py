@@ -255,7 +255,14 @@ def _shadow_gauges(shadow: dict[str, Any]) -> Iterator[Metric]:
         "Share of checked answers that agree with the reference",
         labels=["tenant", "tier"],
     )
+    held = GaugeMetricFamily(
+        "rung_shadow_held_back",
+        "1 while the shadow guard holds this tier back from the tenant's routed requests",
+        labels=["tenant", "tier"],
+    )
     for tenant, view in shadow.items():
+        for tier in view.get("held_back", ()):
+            held.add_metric([tenant, tier], 1.0)
         if view.get("keeps") is not None:
             keeps.add_metric([tenant], float(view["keeps"]))
             lower.add_metric([tenant], float(view["keeps_ci95"][0]))
@@ -265,4 +272,4 @@ def _shadow_gauges(shadow: dict[str, Any]) -> Iterator[Metric]:
             sampled.add_metric([tenant, tier], float(t["sampled"]))
             if t["agreement"] is not None:
                 agreement.add_metric([tenant, tier], float(t["agreement"]))
-    yield from (keeps, lower, goal, sampled, agreement)
+    yield from (keeps, lower, goal, sampled, agreement, held)

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -23,7 +24,7 @@ from rung.cache.policy import why_not_store
 from rung.cache.semantic import Lookup, SemanticCache
 from rung.confidence.calibrator import Calibrator
 from rung.confidence.signals import Signals, answer_signals
-from rung.config import ROUTED_MODEL_NAMES, RungConfig
+from rung.config import ROUTED_MODEL_NAMES, Policy, RungConfig
 from rung.errors import (
     BackendError,
     Forbidden,
@@ -48,10 +49,11 @@ from rung.router.escalate import (
     with_logprobs,
 )
 from rung.router.failover import over_tiers
+from rung.router.guard import guarded
 from rung.router.plan import DEFAULT_TENANT, Call, Plan, Served
 from rung.router.shadow import Shadow
 from rung.router.steer import Steering
-from rung.tenants.policy import TenantPolicy
+from rung.tenants.policy import TenantPolicy, routing_rule
 
 T = TypeVar("T")
 Embed = Callable[[str], Awaitable[np.ndarray]]
@@ -130,6 +132,13 @@ class Pipeline:
                     f"Tier '{self.config.tiers[pinned].name}' is not allowed for tenant {tenant}.",
                     param="model",
                 )
+        held: tuple[str, ...] = ()
+        if pinned is None and self.shadow is not None and not eased and target is None:
+            rule = goal or routing_rule(self.config, Policy())[0]
+            keep = rule.keep if rule else None
+            bars = partial(self.chooser.agreement, rule, allowed)
+            holding = self.shadow.held_back(tenant, keep, time.monotonic(), bars)
+            allowed, held = guarded(allowed, [t.name for t in self.config.tiers], holding)
         caching = self.cache is not None and (policy is None or policy.cache)
         # What a cached answer was decided under; only the cache reads it (formatting the goal
         # model costs more than the rest of a pinned plan).
@@ -211,6 +220,9 @@ class Pipeline:
         conversation = conversation_key(tenant, payload) if sticky and pinned is None else None
         if pinned is None:
             decision = await self.steering.steer(decision, allowed, skipped, conversation)
+        if held:
+            reason = f"{decision.reason}; shadow guard holds back {','.join(held)}"
+            decision = replace(decision, reason=reason)
         order = (pinned,) if pinned is not None else fallback_order(decision.tier, len(self.pools))
         if allowed is not None:
             order = tuple(t for t in order if t in allowed) or (decision.tier,)

@@ -210,6 +210,7 @@ def build_shadow(config: RungConfig, pools: list[TierPool], old: Shadow | None) 
     shadow = Shadow(settings, pools[names.index(reference)], reference, models, explorer)
     if old is not None and old.config == settings and old.top_name == reference:
         shadow.tallies, shadow.skipped, shadow.recorded = old.tallies, old.skipped, old.recorded
+        shadow.holds, shadow.checks = old.holds, old.checks
     return shadow
 
 

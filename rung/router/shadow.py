@@ -26,7 +26,7 @@ import math
 import random
 import time
 from collections import defaultdict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from rung.confidence.signals import Signals
 from rung.config import RungConfig, ShadowConfig
 from rung.errors import BackendError, BackendRejected
 from rung.router.conversations import answer_text
+from rung.router.guard import next_hold
 from rung.router.plan import Plan, Served
 from rung.tenants.periods import periods
 
@@ -88,6 +89,11 @@ class Shadow:
     skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     recorded: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """Lines written per source: shadow, explore, escalation."""
+    holds: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    """Tenant -> tier held back by the guard -> the monotonic time its hold ends."""
+    checks: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Completed checks per tenant: the guard re-reads a tenant's tallies only when it grew."""
+    _judged: dict[str, int] = field(default_factory=dict)
     _slots: asyncio.Semaphore | None = None
     _day: str = ""
     _calls_today: int = 0
@@ -205,6 +211,7 @@ class Shadow:
             tally = self.tallies[tenant].setdefault(answered[0], Tally())
             tally.sampled += 1
             tally.agreed += same
+            self.checks[tenant] += 1
             if self.config.record is not None:
                 self._record("shadow", tenant, payload, answered, (self.top_name, reference), same)
 
@@ -261,6 +268,42 @@ class Shadow:
             out.write(orjson.dumps(line) + b"\n")
         self.recorded[source] += 1
 
+    def held_back(
+        self,
+        tenant: str,
+        keep: float | None,
+        now: float,
+        expected: Callable[[], Mapping[str, float]] = dict,
+    ) -> frozenset[str]:
+        """The tiers the guard holds back for this tenant's routed requests now (`now`:
+        monotonic seconds). Ends the holds that are over (their tallies start afresh) and, when
+        checks completed since the last look and `keep` is a goal to guard, maybe starts one.
+        `expected`: each tier's agreement when traffic is like the validation split's (asked
+        only when the guard looks)."""
+        holds = self.holds.get(tenant)
+        if holds:
+            for tier in [t for t, end in holds.items() if end <= now]:
+                del holds[tier]
+                self.tallies[tenant].pop(tier, None)
+                log.warning("shadow guard: tenant %s: tier %s serves again", tenant, tier)
+        done = self.checks.get(tenant, 0)
+        if keep is not None and self.config.guard and self._judged.get(tenant) != done:
+            self._judged[tenant] = done
+            held = self.holds[tenant]
+            tallies = self.tallies.get(tenant, {})
+            checks = self.config.guard_min_checks
+            hold = next_hold(tallies, self.top_name, keep, checks, held, expected())
+            if hold is not None:
+                held[hold] = now + self.config.guard_hold_s
+                t = tallies[hold]
+                log.warning(
+                    "shadow guard: tenant %s: holding back tier %s for %.0f s (%d of %d checked "
+                    "answers agree with %s; goal keep %.2f)",
+                    tenant, hold, self.config.guard_hold_s, t.agreed, t.sampled, self.top_name,
+                    keep,
+                )  # fmt: skip
+        return frozenset(self.holds.get(tenant, ()))
+
     def estimate(self, tenant: str) -> dict[str, Any]:
         """Per tier: agreement with the top tier on sampled answers (Wilson 95%), and what
         routing keeps overall: sum over tiers of (share served × agreement), the top tier's
@@ -294,6 +337,7 @@ class Shadow:
             "keeps_ci95": [round(low, 4), round(high, 4)] if known else None,
             "skipped": dict(self.skipped),
             "recorded": dict(self.recorded),
+            "held_back": sorted(self.holds.get(tenant, ())),
         }
 
     async def aclose(self) -> None:

@@ -158,3 +158,63 @@ def test_without_a_record_file_nothing_is_explored(fake: Any, gateway: Any, tmp_
         ask(gw, "any", f"What is 2+2? Long enough for the large tier ({i})")
     time.sleep(0.3)
     assert small.stats.requests == 0  # it would teach nothing: no cost spent
+
+
+def routed(gw: Any, key: str, text: str) -> Any:
+    sdk = client(gw, api_key=key)
+    return sdk.chat.completions.with_raw_response.create(
+        model="rung", messages=[{"role": "user", "content": text}]
+    )
+
+
+def test_the_guard_holds_back_a_tier_that_breaks_the_goal_then_lets_it_try_again(
+    fake: Any, gateway: Any, tmp_path: Path
+) -> None:
+    # small answers every question wrong: what routing keeps is far below acme's keep 0.9
+    small, _, gw = setup(fake, gateway, tmp_path, guard_min_checks=5, guard_hold_s=1.5)
+    small.behavior = Behavior(reply="The answer is 5.")
+    for i in range(5):
+        assert routed(gw, ACME, f"What is 2+2? ({i})").headers["x-rung-tier"] == "small"
+    wait_until(lambda: usage(gw, "acme")["shadow"]["tiers"]["small"]["sampled"] == 5,
+               what="five checks")  # fmt: skip
+    held = routed(gw, ACME, "What is 2+2? (held)")
+    assert held.headers["x-rung-tier"] == "large"
+    assert held.headers["x-rung-route-reason"].endswith("; shadow guard holds back small")
+    assert usage(gw, "acme")["shadow"]["held_back"] == ["small"]
+    m = scrape(gw.url, ADMIN)
+    assert value(m, "rung_shadow_held_back", tenant="acme", tier="small") == 1.0
+    # another tenant's routing is its own: shy has no evidence against small
+    assert routed(gw, SHY, "What is 2+2? (shy)").headers["x-rung-tier"] == "small"
+    # a pinned request is a promise, never redirected
+    pinned = client(gw, api_key=ACME).chat.completions.with_raw_response.create(
+        model="small", messages=[{"role": "user", "content": "What is 2+2? (pinned)"}]
+    )
+    assert pinned.headers["x-rung-tier"] == "small"
+
+    time.sleep(1.6)  # the hold ends: small serves again, judged on fresh evidence
+    again = routed(gw, ACME, "What is 2+2? (after)")
+    assert again.headers["x-rung-tier"] == "small"
+    assert "shadow guard" not in again.headers["x-rung-route-reason"]
+    view = usage(gw, "acme")["shadow"]
+    assert view["held_back"] == []
+    assert view["tiers"]["small"]["served"] == 1  # its tally started afresh
+
+
+def test_the_guard_stays_out_of_the_way_when_off_or_when_the_goal_is_kept(
+    fake: Any, gateway: Any, tmp_path: Path
+) -> None:
+    small, _, gw = setup(fake, gateway, tmp_path, guard=False, guard_min_checks=5)
+    small.behavior = Behavior(reply="The answer is 5.")
+    for i in range(6):
+        routed(gw, ACME, f"What is 2+2? ({i})")
+    wait_until(lambda: usage(gw, "acme")["shadow"]["tiers"]["small"]["sampled"] == 6,
+               what="six checks")  # fmt: skip
+    assert routed(gw, ACME, "What is 2+2? (7)").headers["x-rung-tier"] == "small"
+    assert usage(gw, "acme")["shadow"]["held_back"] == []
+
+    _, _, kept = setup(fake, gateway, tmp_path, guard_min_checks=5)  # small agrees: "4"
+    for i in range(6):
+        routed(kept, ACME, f"What is 2+2? ({i})")
+    wait_until(lambda: usage(kept, "acme")["shadow"]["tiers"]["small"]["sampled"] == 6,
+               what="six checks")  # fmt: skip
+    assert routed(kept, ACME, "What is 2+2? (7)").headers["x-rung-tier"] == "small"
