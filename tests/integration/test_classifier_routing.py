@@ -7,12 +7,13 @@ import re
 
 import pytest
 
+from rung.backends.fake_server import Behavior
 from rung.classifiers.cascade import start
 from rung.classifiers.model import load, resolve
 from rung.config import parse_config
 from rung.errors import ConfigError
 from rung.router.app import build_routing
-from tests.integration.harness import client, make_config, tier
+from tests.integration.harness import client, make_config, tier, wait_until
 
 EASY = "What is the capital of France?"
 HARD = (
@@ -152,3 +153,64 @@ def test_prepare_routing_turns_a_failed_embedder_fetch_into_a_clear_error(tmp_pa
         prepare_routing(config)
     assert excinfo.value.path == "routing.embedder"
     assert (tmp_path / "empty" / "all-MiniLM-L6-v2-int8.onnx").read_bytes() == b"not the model"
+
+
+def test_the_shadow_guard_holds_back_a_tier_below_its_validated_agreement(fake, gateway):
+    """The classifier's bar: what the tier agreed with the top tier on the validation split.
+    A tier that never agrees falls below it and is held back for the tenant's routed requests."""
+    servers, config = ladder(fake, goal={"keep": 0.95})
+    for server in servers[:-1]:
+        server.behavior = Behavior(reply="The answer is (B).")
+    servers[-1].behavior = Behavior(reply="The answer is (C).")
+    config = config.model_copy(
+        update={"shadow": config.shadow.model_copy(update={"rate": 1.0, "guard_min_checks": 5})}
+    )
+    gw = gateway(config)
+    sdk = client(gw)
+
+    def ask(i: int):
+        return sdk.chat.completions.with_raw_response.create(
+            model="rung", messages=[{"role": "user", "content": f"{EASY} ({i})"}]
+        )
+
+    first = ask(0).headers["x-rung-tier"]
+    assert first != "large"  # a routed answer the reference did not give: it is checked
+    bar = gw.app.state.runtime.pipeline.chooser.agreement(None, None)[first]
+    assert 0.3 < bar < 0.9  # the lower bound of what it agreed on the validation split
+    for i in range(1, 8):  # 8 checks, none agreeing: the interval's top (0.32) is below the bar
+        ask(i)
+    shadow = gw.app.state.runtime.pipeline.shadow
+    wait_until(lambda: shadow.checks["default"] >= 8, what="eight checks")
+    held = ask(8)
+    assert held.headers["x-rung-route-reason"].endswith(f"; shadow guard holds back {first}")
+    assert held.headers["x-rung-tier"] != first
+
+
+def test_the_shadow_guard_leaves_a_tier_that_agrees_as_often_as_where_the_goal_was_met(
+    fake, gateway
+):
+    """Agreement is not correctness: a tier that agrees half the time, above what it agreed on
+    the validation split, keeps serving (a bar of `keep` itself would hold it back)."""
+    servers, config = ladder(fake, goal={"keep": 0.95})
+    servers[-1].behavior = Behavior(reply="The answer is (C).")
+    config = config.model_copy(
+        update={"shadow": config.shadow.model_copy(update={"rate": 1.0, "guard_min_checks": 5})}
+    )
+    gw = gateway(config)
+    sdk = client(gw)
+    shadow = gw.app.state.runtime.pipeline.shadow
+    for i in range(12):
+        agrees = i % 2 == 0
+        for server in servers[:-1]:
+            server.behavior = Behavior(reply=f"The answer is ({'C' if agrees else 'B'}).")
+        sdk.chat.completions.create(
+            model="rung", messages=[{"role": "user", "content": f"{EASY} ({i})"}]
+        )
+        wait_until(lambda n=i + 1: shadow.checks["default"] >= n, what="the check")
+    (tally,) = shadow.tallies["default"].values()
+    assert (tally.sampled, tally.agreed) == (12, 6)  # the interval's top, 0.75, is below 0.95
+    last = sdk.chat.completions.with_raw_response.create(
+        model="rung", messages=[{"role": "user", "content": f"{EASY} (last)"}]
+    )
+    assert "shadow guard" not in last.headers["x-rung-route-reason"]
+    assert last.headers["x-rung-tier"] == "small"
