@@ -107,7 +107,24 @@ def build_routing(config: RungConfig, reuse: Routing | None = None) -> Routing:
         if target is not None
         else f"goal {describe(goal)}: {chooser.held_out(goal)}",
     )
+    if config.shadow.rate > 0 and config.shadow.guard and target is None and goal.keep:
+        # Also computes the bars once here, off the request path.
+        bars = chooser.agreement(goal, None)
+        log.info(
+            "shadow guard: %s", guard_summary(bars, goal.keep, config.shadow.tier or names[-1])
+        )
     return Routing(chooser, embedders, opened, cache)
+
+
+def guard_summary(bars: dict[str, float], keep: float, top: str) -> str:
+    """The startup line that says when the shadow guard holds a tier back."""
+    if not bars:
+        return f"a tier is held back when its checks agree with {top} below keep {keep:g}"
+    shown = ", ".join(f"{name} {bar:.2f}" for name, bar in bars.items())
+    return (
+        f"a tier is held back when its checks agree with {top} below what it agreed on the "
+        f"classifier's validation split ({shown}) and routing keeps below {keep:g}"
+    )
 
 
 def build_verify(config: RungConfig, routing: Routing) -> tuple[Verify | None, CacheConfig]:

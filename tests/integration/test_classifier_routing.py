@@ -3,6 +3,7 @@ front of fake model servers."""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
@@ -155,9 +156,10 @@ def test_prepare_routing_turns_a_failed_embedder_fetch_into_a_clear_error(tmp_pa
     assert (tmp_path / "empty" / "all-MiniLM-L6-v2-int8.onnx").read_bytes() == b"not the model"
 
 
-def test_the_shadow_guard_holds_back_a_tier_below_its_validated_agreement(fake, gateway):
+def test_the_shadow_guard_holds_back_a_tier_below_its_validated_agreement(fake, gateway, caplog):
     """The classifier's bar: what the tier agreed with the top tier on the validation split.
     A tier that never agrees falls below it and is held back for the tenant's routed requests."""
+    caplog.set_level(logging.INFO, logger="rung")
     servers, config = ladder(fake, goal={"keep": 0.95})
     for server in servers[:-1]:
         server.behavior = Behavior(reply="The answer is (B).")
@@ -177,6 +179,7 @@ def test_the_shadow_guard_holds_back_a_tier_below_its_validated_agreement(fake, 
     assert first != "large"  # a routed answer the reference did not give: it is checked
     bar = gw.app.state.runtime.pipeline.chooser.agreement(None, None)[first]
     assert 0.3 < bar < 0.9  # the lower bound of what it agreed on the validation split
+    assert f"{first} {bar:.2f}" in caplog.text  # the startup line says so
     for i in range(1, 8):  # 8 checks, none agreeing: the interval's top (0.32) is below the bar
         ask(i)
     shadow = gw.app.state.runtime.pipeline.shadow

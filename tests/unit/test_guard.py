@@ -100,3 +100,13 @@ def test_the_bars_are_what_the_shipped_policy_read_on_its_validation_split() -> 
             agreed = int(held.agree[mine, k, top].sum())
             assert bar == pytest.approx(wilson(agreed, int(mine.sum()))[0])
             assert 0 < bar < agreed / mine.sum()
+
+
+def test_the_startup_line_says_when_a_tier_is_held_back() -> None:
+    from rung.router.runtime import guard_summary
+
+    line = guard_summary({"small": 0.7352, "medium": 0.5173}, 0.95, "large")
+    assert "agree with large" in line
+    assert "(small 0.74, medium 0.52)" in line
+    assert line.endswith("routing keeps below 0.95")
+    assert guard_summary({}, 0.9, "large").endswith("agree with large below keep 0.9")
