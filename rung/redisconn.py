@@ -5,7 +5,7 @@ translation of Redis and socket failures into the store's own error."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -15,21 +15,30 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from rung.resp import Client
-from rung.resp_cluster import ClusterClient, parse_cluster_url
+from rung.resp_cluster import ClusterClient, is_cluster, parse_cluster_url
 
 Redis = aioredis.Redis | RedisCluster
 FastClient = Client | ClusterClient
 
 
-def is_cluster(url: str) -> bool:
-    return url.startswith(("redis+cluster://", "rediss+cluster://"))
+def _hash_tag(name: str) -> str:
+    return "{" + name + "}"
+
+
+def _as_is(name: str) -> str:
+    return name
+
+
+def tagger(url: str) -> Callable[[str], str]:
+    """How keys name a tenant at `url`, decided once per store: on a cluster `{name}` (a hash
+    tag, so every key of one tenant is in one slot and one script may touch them all),
+    elsewhere as it is (the key names rung has always used: nothing to migrate on one Redis)."""
+    return _hash_tag if is_cluster(url) else _as_is
 
 
 def tagged(name: str, url: str) -> str:
-    """`name` as the part of a key that decides its slot: on a cluster `{name}` (a hash tag, so
-    every key of one tenant is in one slot and one script may touch them all), elsewhere as it
-    is (the key names rung has always used: nothing to migrate on one Redis)."""
-    return "{" + name + "}" if is_cluster(url) else name
+    """`name` as the part of a key that decides its slot at `url` (see `tagger`)."""
+    return tagger(url)(name)
 
 
 def fast_client(url: str, timeout_s: float, connect_timeout_s: float | None = None) -> FastClient:

@@ -11,7 +11,7 @@ with a command in flight raises (the command may have run: the caller's failure 
 as on one Redis), and the next call re-reads the map, so after a failover it goes to the
 promoted replica.
 
-Every multi-key script's keys share a hash tag (rung.redisconn.tagged), so one slot holds them.
+Every multi-key script's keys share a hash tag (rung.redisconn.tagger), so one slot holds them.
 """
 
 from __future__ import annotations
@@ -36,11 +36,19 @@ SETTLE_S = 0.05
 Node = tuple[str, int]
 
 
+SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def is_cluster(url: str) -> bool:
+    """A Redis Cluster URL (`redis+cluster://`, `rediss+cluster://`)?"""
+    return url.startswith(tuple(f"{scheme}://" for scheme in SCHEMES))
+
+
 def parse_cluster_url(url: str) -> list[Address]:
     """`redis+cluster://[[user]:password@]host:port[,host:port...]` or `rediss+cluster://`:
     the seed nodes, each with the URL's credentials (a cluster has only database 0)."""
     scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("redis+cluster", "rediss+cluster"):
+    if not sep or scheme not in SCHEMES:
         raise ValueError(f"not a Redis Cluster URL (redis+cluster://): {scheme}://")
     rest = rest.split("/", 1)[0].split("?", 1)[0]
     credentials, at, hosts = rest.rpartition("@")

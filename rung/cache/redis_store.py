@@ -31,8 +31,9 @@ import orjson
 
 from rung.cache.entry import BadEntry, Entry, decode
 from rung.cache.store import Announced, Change, StoreError
-from rung.redisconn import Redis, connect, fast_client, guarded, is_cluster, tagged
+from rung.redisconn import Redis, connect, fast_client, guarded, tagger
 from rung.resp import Script, pairs
+from rung.resp_cluster import is_cluster
 
 PREFIX = "rung:"
 CHANNEL = f"{PREFIX}cache:events"
@@ -87,20 +88,21 @@ class Layout:
     """The store's key names for one Redis URL (hash-tagged by tenant on a cluster)."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
+        self.cluster = is_cluster(url)
+        self.tag = tagger(url)
 
     def entry(self, tenant: str, key: str) -> str:
-        return f"{PREFIX}cache:{tagged(tenant, self.url)}:{key}"
+        return f"{PREFIX}cache:{self.tag(tenant)}:{key}"
 
     def keys_of(self, tenant: str) -> str:
-        return f"{PREFIX}cache-keys:{tagged(tenant, self.url)}"
+        return f"{PREFIX}cache-keys:{self.tag(tenant)}"
 
     def bytes_of(self, tenant: str) -> str:
-        return f"{PREFIX}cache-bytes:{tagged(tenant, self.url)}"
+        return f"{PREFIX}cache-bytes:{self.tag(tenant)}"
 
     def tenant_of(self, keys_key: str) -> str:
         name = keys_key.removeprefix(f"{PREFIX}cache-keys:")
-        if is_cluster(self.url) and name.startswith("{") and name.endswith("}"):
+        if self.cluster and name.startswith("{") and name.endswith("}"):
             return name[1:-1]
         return name
 

@@ -14,7 +14,7 @@ def check_redis_url(url: SecretStr) -> SecretStr:
     `redis+cluster://host:port[,host:port...]` (`rediss+cluster://` with TLS). The error names
     the form expected, never the URL (it may carry a password)."""
     from rung.resp import parse_url
-    from rung.resp_cluster import parse_cluster_url
+    from rung.resp_cluster import is_cluster, parse_cluster_url
 
     raw = url.get_secret_value()
     if raw == "**********":
@@ -22,7 +22,7 @@ def check_redis_url(url: SecretStr) -> SecretStr:
             "is the masked placeholder that /admin/config shows, not a URL: write the real one "
             "(or `${REDIS_URL}`)"
         )
-    if raw.startswith(("redis+cluster://", "rediss+cluster://")):
+    if is_cluster(raw):
         parse_cluster_url(raw)
     else:
         parse_url(raw)

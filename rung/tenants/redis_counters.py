@@ -21,7 +21,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any
 
-from rung.redisconn import FastClient, fast_client, guarded, tagged
+from rung.redisconn import FastClient, fast_client, guarded, tagger
 from rung.resp import Script
 from rung.tenants.counters import Admission, Hold, Spend
 
@@ -148,7 +148,7 @@ def ledger_keys(tenant: str, day: str, month: str) -> list[str]:
 
 class RedisLedger:
     def __init__(self, url: str, timeout_s: float, replicas: int = 0) -> None:
-        self._url = url
+        self._tag = tagger(url)
         self._redis = client(url, timeout_s)
         self._replicas = replicas
         """Replicas that must acknowledge a reservation or settlement (redis_replica_acks)."""
@@ -158,7 +158,7 @@ class RedisLedger:
         self._spend = Script(SPEND)
 
     def _keys(self, tenant: str, day: str, month: str) -> list[str]:
-        return ledger_keys(tagged(tenant, self._url), day, month)
+        return ledger_keys(self._tag(tenant), day, month)
 
     async def reserve(self, hold: Hold, daily: int | None, monthly: int | None) -> bool:
         keys = self._keys(hold.tenant, hold.day, hold.month)
@@ -171,7 +171,7 @@ class RedisLedger:
     async def settle(self, hold: Hold, actual: int) -> bool:
         """Idempotent: a settlement written again (after a lost reply) counts once."""
         keys = self._keys(hold.tenant, hold.day, hold.month)
-        keys.append(f"rung:settled:{tagged(hold.tenant, self._url)}:{hold.day}")
+        keys.append(f"rung:settled:{self._tag(hold.tenant)}:{hold.day}")
         args: list[str | int] = [hold.amount, actual, DAY_TTL, MONTH_TTL]
         args += [f"{hold.id}:{hold.amount}", SETTLED_WINDOW_S]
         done = await guard(self._redis.run(self._settle, keys, args, self._replicas))
@@ -196,12 +196,12 @@ class RedisLedger:
 
 class RedisRateLimiter:
     def __init__(self, url: str, timeout_s: float) -> None:
-        self._url = url
+        self._tag = tagger(url)
         self._redis = client(url, timeout_s)
         self._admit = Script(ADMIT)
 
     def _key(self, tenant: str, minute: int) -> str:
-        return f"rung:rate:{tagged(tenant, self._url)}:{minute}"
+        return f"rung:rate:{self._tag(tenant)}:{minute}"
 
     async def admit(
         self,

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from rung.redisconn import connect, guarded, tagged
+from rung.redisconn import connect, guarded, tagger
 from rung.resp import Script
 from rung.tenants.redis_counters import (
     DAY_TTL,
@@ -182,7 +182,7 @@ hold them up, and a long log is not cut off by the request path's deadline."""
 
 class RedisUsage:
     def __init__(self, url: str, timeout_s: float, max_records: int, replicas: int = 0) -> None:
-        self._url = url
+        self._tag = tagger(url)
         self._replicas = replicas
         self._redis = client(url, timeout_s)
         self._reads = connect(url, timeout_s)
@@ -190,7 +190,7 @@ class RedisUsage:
         self._append = Script(APPEND)
 
     async def append(self, record: UsageRecord) -> None:
-        tenant = tagged(record.tenant, self._url)  # one slot for the script's keys (cluster)
+        tenant = self._tag(record.tenant)  # one slot for the script's keys (cluster)
         keys = [
             f"rung:usage:{tenant}",
             f"rung:usage-sum:{tenant}:{record.day}",
@@ -210,7 +210,7 @@ class RedisUsage:
         await guard(self._redis.run(self._append, keys, args, self._replicas))
 
     async def records(self, tenant: str, since: float) -> list[dict[str, Any]]:
-        key = f"rung:usage:{tagged(tenant, self._url)}"
+        key = f"rung:usage:{self._tag(tenant)}"
         rows = await guarded(self._reads.lrange(key, 0, -1), CounterError, READ_TIMEOUT_S)
         out = []
         for raw in reversed(rows):  # oldest first
@@ -223,7 +223,7 @@ class RedisUsage:
         return out
 
     async def sums(self, tenant: str, period: str) -> dict[str, int]:
-        key = f"rung:usage-sum:{tagged(tenant, self._url)}:{period}"
+        key = f"rung:usage-sum:{self._tag(tenant)}:{period}"
         raw = await guarded(self._reads.hgetall(key), CounterError, READ_TIMEOUT_S)
         return {k.decode(): int(v) for k, v in raw.items()}
 

@@ -11,9 +11,9 @@ from redis.crc import key_slot
 from rung.cache.redis_store import Layout
 from rung.config import parse_config
 from rung.errors import ConfigError
-from rung.redisconn import is_cluster, tagged
+from rung.redisconn import tagged
 from rung.resp import Address
-from rung.resp_cluster import parse_cluster_url
+from rung.resp_cluster import is_cluster, parse_cluster_url
 from rung.tenants.redis_counters import ledger_keys
 
 CLUSTER = "redis+cluster://127.0.0.1:7001,127.0.0.1:7002"
