@@ -23,7 +23,7 @@ import hashlib
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -102,6 +102,18 @@ class Script:
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def run(
+        self, send: Callable[..., Awaitable[Any]], keys: Sequence[str], args: Sequence[Arg]
+    ) -> Any:
+        """Its reply through `send` (one command's reply): by digest, or with its source when
+        that Redis does not know it yet. Shared by the one-Redis and the cluster clients."""
+        try:
+            return await send("EVALSHA", self.sha, len(keys), *keys, *args)
+        except ReplyError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+        return await send("EVAL", self.source, len(keys), *keys, *args)
 
 
 class _Protocol(asyncio.Protocol):
@@ -260,12 +272,7 @@ class Client:
                 return await self.call_replicated(command, replicas)
             return await self.call(*command)
 
-        try:
-            return await send("EVALSHA", script.sha, len(keys), *keys, *args)
-        except ReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        return await send("EVAL", script.source, len(keys), *keys, *args)
+        return await script.run(send, keys, args)
 
     async def aclose(self) -> None:
         protocol, self._protocol = self._protocol, None

@@ -99,13 +99,11 @@ class ClusterClient:
         self, script: Script, keys: Sequence[str], args: Sequence[Arg], replicas: int = 0
     ) -> Any:
         slot = key_slot(keys[0].encode())
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        try:
+
+        async def send(*command: Arg) -> Any:
             return await self._send(slot, command, replicas)
-        except ReplyError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-        return await self._send(slot, ("EVAL", script.source, len(keys), *keys, *args), replicas)
+
+        return await script.run(send, keys, args)
 
     async def aclose(self) -> None:
         for task in list(self._background):
