@@ -79,6 +79,8 @@ def guarded(
     """(the tiers a routed request may use with `held` held back, config tier indices, None:
     all; the names of the tiers that took out). A hold never leaves a request without a tier:
     a tenant capped to held tiers only keeps its cap."""
+    if not held:  # nearly every request: nothing to take out
+        return allowed, ()
     base = allowed if allowed is not None else tuple(range(len(names)))
     kept = tuple(i for i in base if names[i] not in held)
     if not kept or len(kept) == len(base):

@@ -86,6 +86,9 @@ class Pipeline:
         self.steering = Steering(config, conversations)
         self.shadow: Shadow | None = None
         """Shadow checks of routed answers (None: `shadow.rate: 0`)."""
+        self._names = [t.name for t in config.tiers]
+        self._goal = routing_rule(config, Policy())[0]
+        """The goal of a request without a tenant policy (None: the legacy target rules)."""
         self.deadlines = Deadlines()
 
     async def plan(
@@ -134,11 +137,11 @@ class Pipeline:
                 )
         held: tuple[str, ...] = ()
         if pinned is None and self.shadow is not None and not eased and target is None:
-            rule = goal or routing_rule(self.config, Policy())[0]
+            rule = goal or self._goal
             keep = rule.keep if rule else None
             bars = partial(self.chooser.agreement, rule, allowed)
             holding = self.shadow.held_back(tenant, keep, time.monotonic(), bars)
-            allowed, held = guarded(allowed, [t.name for t in self.config.tiers], holding)
+            allowed, held = guarded(allowed, self._names, holding)
         caching = self.cache is not None and (policy is None or policy.cache)
         # What a cached answer was decided under; only the cache reads it (formatting the goal
         # model costs more than the rest of a pinned plan).
