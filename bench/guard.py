@@ -27,8 +27,6 @@ from typing import Any
 import numpy as np
 
 from rung.classifiers import cascade, workflow
-from rung.classifiers.answer_fit import readings
-from rung.classifiers.answer_fit import rows as answer_rows
 from rung.classifiers.cascade_report import policy_held
 from rung.classifiers.embedder import open_embedder
 from rung.classifiers.model import DifficultyModel, Held, load, resolve
@@ -44,25 +42,17 @@ GOAL = GoalConfig(keep=0.95)
 
 
 def math_stream(model: DifficultyModel, answers: Path) -> tuple[Held, list[int]]:
-    """MATH level 5 as the production classifier sees it: (held, classifier tier per column)."""
+    """MATH level 5 as the production classifier serves it (rung.classifiers.workflow.served,
+    what `rung eval` reads): (held, classifier tier per column)."""
     ladder = load_ladder(ROOT / "ladders/math-l5.yaml")
     path = answers / "math-l5.jsonl.gz"
     data = workflow.load_data([path if path.exists() else answers / "math-l5.jsonl"], ladder)
-    data = workflow.subset(data, workflow.unseen_rows(data, [model]))
     embedder, identity = open_embedder(model.embedder["name"], default_models_dir(), threads=2)
     texts = [o.prompt for o in data.outcomes]
     vectors = workflow.embed_all(embedder, identity, texts, workflow.embeddings_cache_dir())
-    tiers = [model.tier_names.index(t.name) for t in ladder.tiers]
-    probabilities = model.predict(vectors, texts)[:, tiers]
-    read = readings(data, ladder)
-    assert read is not None
-    assert model.verifier is not None
-    verified = model.verifier.columns(tiers).probabilities(
-        answer_rows(read.features, probabilities)
-    )
-    prompt_chars = np.array([len(t) for t in texts], dtype=np.float64)
-    chars = data.costs / ladder.prices * 1e6 * 4
-    return Held(probabilities, data.scores, chars, verified, read.keys, prompt_chars), tiers
+    held, tiers, _ = workflow.served(model, data, vectors, ladder)
+    assert held.verified is not None  # the answer texts were read
+    return held, tiers
 
 
 def served_by_subset(

@@ -254,12 +254,12 @@ def headline_numbers(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def evaluate(
+def served(
     model: DifficultyModel, data: LadderData, embeddings: Matrix, ladder: Ladder
-) -> dict[str, Any]:
-    """The model on other data (fresh prompts), as the gateway would serve it: its training
-    prompts are left out, goals are met on its own validation split. A ladder of some of the
-    model's tiers is served as a tenant capped to those tiers would be."""
+) -> tuple[Held, list[int], LadderData]:
+    """Fresh prompts as the gateway would see them: (their held split, each column's
+    classifier tier, the prompts kept). The model's training prompts are left out; with answer
+    texts, each answer is read and verified."""
     names = model.tier_names
     missing = [t.name for t in ladder.tiers if t.name not in names]
     if missing:
@@ -267,20 +267,12 @@ def evaluate(
             f"the ladder's tiers {missing} are not among the classifier's tiers {names}"
         )
     tiers = [names.index(t.name) for t in ladder.tiers]
-    rows = _dedupe_rows(data)
     fresh = unseen_rows(data, [model])
     if len(fresh) == 0:
         raise DataError("every prompt of this data was used to train the classifier")
     part = subset(data, fresh)
     texts = [o.prompt for o in part.outcomes]
     probabilities = model.predict(embeddings[fresh], texts)[:, tiers]
-    validation = model.held.get("validation")
-    curve = None
-    if validation is not None:
-        v = validation.columns(tiers)
-        prices = ladder.prices
-        curve = goal_curve(v.probabilities, v.scores, v.costs(prices), prices)
-    metrics = summarize(probabilities, part.scores, part.costs, ladder.prices, curve)
     prompt_chars = np.array([len(t) for t in texts], dtype=np.float64)
     held = Held(probabilities, part.scores, _chars(part, ladder), prompt_chars=prompt_chars)
     read = readings(part, ladder)
@@ -288,8 +280,26 @@ def evaluate(
         verifier = model.verifier.columns(tiers)
         verified = verifier.probabilities(answer_rows(read.features, probabilities))
         held = replace(held, verified=verified, keys=read.keys)
+    return held, tiers, part
+
+
+def evaluate(
+    model: DifficultyModel, data: LadderData, embeddings: Matrix, ladder: Ladder
+) -> dict[str, Any]:
+    """The model on other data (fresh prompts), as the gateway would serve it: its training
+    prompts are left out, goals are met on its own validation split. A ladder of some of the
+    model's tiers is served as a tenant capped to those tiers would be."""
+    held, tiers, part = served(model, data, embeddings, ladder)
+    validation = model.held.get("validation")
+    curve = None
+    if validation is not None:
+        v = validation.columns(tiers)
+        prices = ladder.prices
+        curve = goal_curve(v.probabilities, v.scores, v.costs(prices), prices)
+    metrics = summarize(held.probabilities, part.scores, part.costs, ladder.prices, curve)
     metrics = with_cascade(metrics, model, held, ladder.prices, tiers)
-    return {"left_out_as_trained_on": int(len(rows) - len(fresh)), **metrics}
+    left_out = len(_dedupe_rows(data)) - len(part.outcomes)
+    return {"left_out_as_trained_on": int(left_out), **metrics}
 
 
 def holdout(
