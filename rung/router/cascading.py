@@ -183,17 +183,18 @@ class Policies:
         `tiers`: what shadow checks should at least read while traffic is like the validation
         prompts (rung.router.guard; a tier served there a few times gets a low bar, not a
         noisy one). Empty without answer texts (nothing to compare)."""
+        if self.model.held["validation"].keys is None:
+            return {}
         key = (goal, tiers)
         known = self._agreement.get(key)
         if known is None:
             held = self.held("validation", tiers)
             served, _, _ = cascade.simulate(self.fitted(goal, tiers).params, held)
-            rows = np.arange(len(served))
-            agreed = held.agree[rows, served, len(tiers) - 1]
+            agreed = held.agree[np.arange(len(served)), served, len(tiers) - 1]
             known = {
-                tiers[j]: wilson(int(agreed[served == j].sum()), int((served == j).sum()))[0]
+                tiers[j]: wilson(int(agreed[mine].sum()), int(mine.sum()))[0]
                 for j in range(len(tiers) - 1)
-                if (served == j).any() and self.model.held["validation"].keys is not None
+                if (mine := served == j).any()
             }
             self._agreement[key] = known
         return known
