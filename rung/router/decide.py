@@ -73,9 +73,9 @@ class TierChooser(Protocol):
     def agreement(
         self, goal: GoalConfig | None, allowed: tuple[int, ...] | None
     ) -> dict[str, float]:
-        """Tier name -> the share of its routed answers that should agree with the top tier's
-        when traffic is like what the goal was met on (empty: unknown); the shadow guard
-        compares its checks with it."""
+        """Tier name -> the share of its routed answers that should at least agree with the
+        top tier's while traffic is like what the goal was met on (the lower bound of what the
+        validation split read; empty: unknown); the shadow guard compares its checks with it."""
         ...
 
 
