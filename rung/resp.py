@@ -174,14 +174,6 @@ class _Protocol(asyncio.Protocol):
         self.transport.write(pack(args))
         return future
 
-    def send_then_wait(
-        self, args: tuple[Arg, ...], replicas: int, timeout_ms: int
-    ) -> tuple[asyncio.Future[Any], asyncio.Future[Any]]:
-        """The command and `WAIT replicas timeout_ms` in one write (WAIT covers every write this
-        connection sent before it)."""
-        future = self.send(args)
-        return future, self.send(("WAIT", replicas, timeout_ms))
-
     def send_asking(self, args: tuple[Arg, ...]) -> asyncio.Future[Any]:
         """`ASKING` and the command in one write: nothing another caller sends can come between
         them (ASKING holds for the connection's next command only)."""
@@ -235,15 +227,29 @@ class Client:
         command was not sent), no reply within `timeout_s` TimeoutError."""
         return await self._await((await self._connected()).send(args))
 
-    async def call_asking(self, *args: Arg) -> Any:
-        """The command preceded by `ASKING` (a Redis Cluster slot being migrated)."""
-        return await self._await((await self._connected()).send_asking(args))
+    async def call_asking(self, *args: Arg, replicas: int = 0) -> Any:
+        """The command preceded by `ASKING` (a Redis Cluster slot being migrated); with
+        `replicas`, once that many of the target's replicas hold it, as `call_replicated`."""
+        protocol = await self._connected()
+        future = protocol.send_asking(args)
+        if not replicas:
+            return await self._await(future)
+        # Sent in the same turn as the command: WAIT covers it (and anything sent before).
+        return await self._replicated(future, protocol.send(self._wait(replicas)), replicas)
 
     async def call_replicated(self, args: tuple[Arg, ...], replicas: int) -> Any:
         """The command's reply once `replicas` replicas hold it (NotReplicated when fewer
         acknowledged within the deadline; the command did run)."""
-        timeout_ms = max(1, int(self.timeout_s * 1000 * 0.8))
-        future, waited = (await self._connected()).send_then_wait(args, replicas, timeout_ms)
+        protocol = await self._connected()
+        future = protocol.send(args)
+        return await self._replicated(future, protocol.send(self._wait(replicas)), replicas)
+
+    def _wait(self, replicas: int) -> tuple[Arg, ...]:
+        return ("WAIT", replicas, max(1, int(self.timeout_s * 1000 * 0.8)))
+
+    async def _replicated(
+        self, future: asyncio.Future[Any], waited: asyncio.Future[Any], replicas: int
+    ) -> Any:
         waited.add_done_callback(_consume)
         reply = await self._await(future)
         acknowledged = await self._await(waited)

@@ -5,8 +5,9 @@ owns its key's slot.
 The slot map comes from `CLUSTER SLOTS` on any node that answers (the URL's seeds first time,
 the known nodes after). Redirections are followed: `MOVED` updates the map (and re-reads it
 whole, once, in the background), `ASK` sends `ASKING` and the command together on the target's
-connection. A command is sent again only when it surely did not run: a redirection, a
-`TRYAGAIN` or `CLUSTERDOWN` reply, or a connection that could not be opened. A connection lost
+connection (then `WAIT`, as everywhere, when the write must reach replicas). A command is sent
+again only when it surely did not run: a redirection, a `TRYAGAIN` or `CLUSTERDOWN` reply, or a
+connection that could not be opened. A connection lost
 with a command in flight raises (the command may have run: the caller's failure mode decides,
 as on one Redis), and the next call re-reads the map, so after a failover it goes to the
 promoted replica.
@@ -129,7 +130,7 @@ class ClusterClient:
             client = self._client(node)
             try:
                 if asking is not None:
-                    return await client.call_asking(*args)
+                    return await client.call_asking(*args, replicas=replicas)
                 if replicas:
                     return await client.call_replicated(args, replicas)
                 return await client.call(*args)

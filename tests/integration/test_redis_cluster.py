@@ -7,6 +7,8 @@ and settlements written again counted once."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,6 +19,8 @@ import pytest
 from redis.crc import key_slot
 
 from rung.backends.fake_server import Behavior
+from rung.resp import NotReplicated, Script
+from rung.resp_cluster import ClusterClient
 from rung.tenants.counters import Hold
 from rung.tenants.keys import hash_key
 from rung.tenants.redis_counters import CounterError, RedisLedger
@@ -256,5 +260,39 @@ def test_the_cluster_client_follows_a_slot_moved_to_another_primary(
         assert (spend.day_spent, spend.day_reserved) == (22, 0)
         assert ledger._redis.node_of(slot) == ("127.0.0.1", target)  # type: ignore[union-attr]
         await ledger.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_write_redirected_by_ask_waits_for_the_new_owners_replica(
+    own_cluster: RedisCluster,
+) -> None:
+    """While a slot migrates, a write to a key the source no longer holds is redirected with
+    ASK and runs on the target. With replica acks asked for, it must wait for the target's
+    replica there: with that replica paused it fails as not replicated (it used to succeed
+    at once), and once the replica is back it succeeds."""
+    cluster = own_cluster
+    slot = key_slot(b"asking")
+    source = owner_port(cluster, "asking")
+    target = next(p for p in cluster.primaries() if p != source)
+    ids = {p: cluster.cli_call(p, "cluster", "myid").strip() for p in (source, target)}
+    cluster.cli_call(target, "cluster", "setslot", str(slot), "importing", ids[source])
+    cluster.cli_call(source, "cluster", "setslot", str(slot), "migrating", ids[target])
+    line = cluster.cli_call(target, "cluster", "replicas", ids[target]).split()
+    replica = int(next(w for w in line if w.startswith("127.0.0.1:")).split(":")[1].split("@")[0])
+    script = Script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
+
+    async def scenario() -> None:
+        client = ClusterClient(cluster.url, 1.0)
+        os.kill(cluster.processes[replica].pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(NotReplicated, match="0 of 1 replicas"):
+                await client.run(script, ["{asking}:spent"], [5], replicas=1)
+        finally:
+            os.kill(cluster.processes[replica].pid, signal.SIGCONT)
+        # The write ran on the target (a later one adds to it), and now its replica holds it.
+        assert await client.run(script, ["{asking}:spent"], [2], replicas=1) == 7
+        assert client.node_of(slot) == ("127.0.0.1", source)  # still migrating: ASK, not MOVED
+        await client.aclose()
 
     asyncio.run(scenario())
