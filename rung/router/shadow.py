@@ -307,13 +307,16 @@ class Shadow:
     def estimate(self, tenant: str) -> dict[str, Any]:
         """Per tier: agreement with the top tier on sampled answers (Wilson 95%), and what
         routing keeps overall: sum over tiers of (share served × agreement), the top tier's
-        own answers counting as kept."""
+        own answers counting as kept. A tier the guard holds back serves no routed request
+        until its hold ends, so what routing keeps *now* leaves it out (its row stays)."""
         tallies = self.tallies.get(tenant, {})
-        total = sum(t.served for t in tallies.values())
+        held = self.holds.get(tenant, {})
+        live = {name: t for name, t in tallies.items() if name not in held}
+        total = sum(t.served for t in live.values())
         tiers: dict[str, Any] = {}
         keeps = low = high = 0.0
         for name, t in sorted(tallies.items()):
-            share = t.served / total if total else 0.0
+            share = t.served / total if total and name in live else 0.0
             if name == self.top_name:
                 rate, lo, hi = 1.0, 1.0, 1.0
             else:
@@ -329,7 +332,7 @@ class Shadow:
             low, high = low + share * lo, high + share * hi
         # Unknown while a tier that served has no checked answer yet (e.g. a tenant that opted out).
         known = total > 0 and all(
-            t.sampled or name == self.top_name or not t.served for name, t in tallies.items()
+            t.sampled or name == self.top_name or not t.served for name, t in live.items()
         )
         return {
             "tiers": tiers,

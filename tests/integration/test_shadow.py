@@ -183,6 +183,12 @@ def test_the_guard_holds_back_a_tier_that_breaks_the_goal_then_lets_it_try_again
     assert usage(gw, "acme")["shadow"]["held_back"] == ["small"]
     m = scrape(gw.url, ADMIN)
     assert value(m, "rung_shadow_held_back", tenant="acme", tier="small") == 1.0
+    # What routing keeps now leaves the held tier out: only large serves acme's routed
+    # requests (it used to read 1/6 from small's earlier answers, and the alert kept firing).
+    view = usage(gw, "acme")["shadow"]
+    assert view["keeps"] == 1.0
+    assert view["tiers"]["small"]["served"] == 5
+    assert value(m, "rung_shadow_keeps_lower", tenant="acme") == 1.0
     # another tenant's routing is its own: shy has no evidence against small
     assert routed(gw, SHY, "What is 2+2? (shy)").headers["x-rung-tier"] == "small"
     # a pinned request is a promise, never redirected
