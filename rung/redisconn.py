@@ -36,11 +36,6 @@ def tagger(url: str) -> Callable[[str], str]:
     return _hash_tag if is_cluster(url) else _as_is
 
 
-def tagged(name: str, url: str) -> str:
-    """`name` as the part of a key that decides its slot at `url` (see `tagger`)."""
-    return tagger(url)(name)
-
-
 def fast_client(url: str, timeout_s: float, connect_timeout_s: float | None = None) -> FastClient:
     """The request path's pipelined client (rung.resp) for one Redis or a cluster."""
     if is_cluster(url):

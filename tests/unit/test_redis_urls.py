@@ -11,7 +11,7 @@ from redis.crc import key_slot
 from rung.cache.redis_store import Layout
 from rung.config import parse_config
 from rung.errors import ConfigError
-from rung.redisconn import tagged
+from rung.redisconn import tagger
 from rung.resp import Address
 from rung.resp_cluster import is_cluster, parse_cluster_url
 from rung.tenants.redis_counters import ledger_keys
@@ -48,17 +48,17 @@ def test_keys_are_tagged_by_tenant_on_a_cluster_and_unchanged_on_one_redis() -> 
     assert is_cluster("rediss+cluster://h:1")
     assert not is_cluster(SINGLE)
     assert not is_cluster("unix:///tmp/redis.sock")
-    assert tagged("acme", SINGLE) == "acme"  # the names single Redis always had
-    assert ledger_keys(tagged("acme", SINGLE), "2026-12-06", "2026-12")[0] == (
+    assert tagger(SINGLE)("acme") == "acme"  # the names single Redis always had
+    assert ledger_keys(tagger(SINGLE)("acme"), "2026-12-06", "2026-12")[0] == (
         "rung:ledger:acme:2026-12-06"
     )
     for tenant in ("acme", "bob", "team.a-1"):
-        keys = ledger_keys(tagged(tenant, CLUSTER), "2026-12-06", "2026-12")
+        keys = ledger_keys(tagger(CLUSTER)(tenant), "2026-12-06", "2026-12")
         layout = Layout(CLUSTER)
         keys += [layout.entry(tenant, "k1"), layout.keys_of(tenant), layout.bytes_of(tenant)]
         assert len({key_slot(k.encode()) for k in keys}) == 1, tenant  # one script, one slot
         assert layout.tenant_of(layout.keys_of(tenant)) == tenant
-    slots = {key_slot(tagged(t, CLUSTER).encode()) for t in ("acme", "bob", "carol", "dave")}
+    slots = {key_slot(tagger(CLUSTER)(t).encode()) for t in ("acme", "bob", "carol", "dave")}
     assert len(slots) > 1  # tenants spread over the cluster, not all on one shard
 
 
