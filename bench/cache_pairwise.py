@@ -32,31 +32,17 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from rung.cache.fit import build_sets, featurize, fit_trees, guard_passes, upper_bound, wilson
-from rung.cache.verifier import Calibration, Verifier
+from rung.cache.fit import build_sets, fit_verifier, guard_passes, upper_bound, wilson
 from rung.classifiers import static, workflow
 from rung.classifiers.embedder import open_embedder
 from rung.classifiers.outcomes import read_rows
+from rung.confidence.fit import auroc
 from rung.weights.fetch import default_models_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 0.01
 Array = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
-
-
-def auroc(positive: Array, negative: Array) -> float:
-    """P(a random positive scores above a random negative), ties counted half."""
-    both = np.concatenate([positive, negative])
-    order = both.argsort(kind="mergesort")
-    ranks = np.empty(len(both))
-    ranks[order] = np.arange(1, len(both) + 1)
-    for value in np.unique(both):  # average ranks of ties
-        tied = both == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
-    n_pos, n_neg = len(positive), len(negative)
-    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def plug_in_threshold(scores: Array, candidates: Mask, wrong: Mask, budget: float) -> float:
@@ -103,10 +89,9 @@ def main() -> None:
     def embed(batch: list[str]) -> Any:
         return np.stack([table[t] for t in batch])
 
-    x = {name: featurize(items, embed, words.embed) for name, items in sets.items()}
+    trees, x = fit_verifier(sets, embed, words.embed, identity)  # as `rung cache fit` fits it
     y = {name: np.array([p[2] for p in items]) for name, items in sets.items()}
     kind = {name: np.array([p[3] for p in items]) for name, items in sets.items()}
-    trees = Verifier(fit_trees(x["train"], y["train"]), Calibration(*[np.zeros(0)] * 3), {})
     head = LogisticRegression(C=1.0, max_iter=3000).fit(pair_rows(sets["train"], table),
                                                         y["train"])  # fmt: skip
     scores = {
@@ -133,9 +118,10 @@ def main() -> None:
     for name, s in scores.items():
         t = plug_in_threshold(s["calibration"], candidate["calibration"],
                               natural_wrong["calibration"], BUDGET)  # fmt: skip
+        natural = paraphrase["test"] | natural_wrong["test"]
         variants[name] = {
             "auroc_paraphrase_vs_near_miss": round(
-                auroc(s["test"][paraphrase["test"]], s["test"][natural_wrong["test"]]), 3
+                auroc(s["test"][natural], paraphrase["test"][natural].astype(int)), 3
             ),
             "test": served(candidate["test"] & (s["test"] >= t)),
         }
