@@ -9,7 +9,9 @@ gateway's: a checked answer agrees when its final answer equals the reference ti
 each stream, with and without the guard: realised keep (served score over the top tier's),
 cost share (every call of the cascade, over the top tier's cost), the reference calls the
 checks paid, and when each tier was held back. Nothing here is fitted or tuned: the classifier
-and its goal parameters are the shipped ones, the guard's settings are the defaults.
+and its goal parameters are the shipped ones, the guard's settings are the defaults. One
+simplification: a hold lasts to the end of the replay (the gateway's ends after
+`guard_hold_s` and the tier is judged afresh), so `keep_last_pass` is the settled state.
 
     python bench/guard.py ../shared/data/answers [--rate 0.05] [--seeds 5]
 """
@@ -79,7 +81,7 @@ def replay(
     held: Held,
     names: list[str],
     by_subset: dict[tuple[int, ...], tuple[Any, Any]],
-    price_top: float,
+    prices: Any,
     shadow: ShadowConfig,
     guard: bool,
     seed: int,
@@ -117,7 +119,7 @@ def replay(
                     held_back.add(hold)
                     when[hold] = step + 1
     top_total = float(held.scores[:, top].sum()) * passes
-    cost_top = float((held.chars[:, top] / 4 * price_top / 1e6).sum()) * passes
+    cost_top = float(held.costs(prices)[:, top].sum()) * passes
     return {
         "keep": got / top_total if top_total else 1.0,
         "cost_share": spent / cost_top if cost_top else 0.0,
@@ -172,6 +174,7 @@ def main() -> None:
         if args.only and not any(word in name for word in args.only):
             continue
         names = [model.tier_names[k] for k in tiers]
+        column_prices = np.array([prices[k] for k in tiers])
         by_subset = served_by_subset(policies, held, tiers)
         found = policies.agreement(GOAL, tuple(tiers))
         expected = {model.tier_names[k]: rate for k, rate in found.items()}
@@ -182,7 +185,7 @@ def main() -> None:
             for guard in (False, True):
                 runs = [
                     replay(
-                        held, names, by_subset, prices[tiers[-1]], shadow, guard, seed,
+                        held, names, by_subset, column_prices, shadow, guard, seed,
                         args.passes, expected,
                     )
                     for seed in range(args.seeds)
