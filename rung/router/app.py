@@ -39,15 +39,16 @@ def create_app(config: RungConfig, source: Path | None = None, serving: bool = F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # No local name for it: the generator's frame lives as long as the app and would keep
-        # the first runtime alive after a reload has retired it.
-        app.state.runtime = await Runtime.build(config)
         # `server.metrics: off` records nothing (bench/compare.py measures the difference).
         app.state.metrics = (
             Metrics(lambda: health_state(app.state.runtime))
             if config.server.metrics != "off"
             else None
         )
+        checked = app.state.metrics.shadow_checked if app.state.metrics is not None else None
+        # No local name for it: the generator's frame lives as long as the app and would keep
+        # the first runtime alive after a reload has retired it.
+        app.state.runtime = await Runtime.build(config, checked=checked)
         app.state.source = source
         app.state.tracing = Tracing(config.tracing) if config.tracing.exporter != "none" else None
         app.state.started = int(time.time())

@@ -11,7 +11,8 @@ scrape time from the worker that answers it.
 
 Updates are batched (rung.router.tally): applied a second after they happen and before every
 scrape, so a scrape of one process is exact and, with several workers, another worker's last
-second may be missing from it.
+second may be missing from it. Shadow checks are counted too (`rung_shadow_checks_total`), so
+their agreement can be pooled over workers and replicas; the shadow gauges are per worker.
 """
 
 from __future__ import annotations
@@ -82,6 +83,13 @@ class Metrics:
             ["tier", "kind"],
             registry=r,
         )
+        self.shadow_checks = Counter(
+            "rung_shadow_checks",
+            "Routed answers checked against the reference tier, by whether they agreed with it "
+            "(summed over workers, unlike the rung_shadow_* gauges)",
+            ["tenant", "tier", "agreed"],
+            registry=r,
+        )
         self.latency = Histogram(
             "rung_request_seconds",
             "Whole request, first byte in to last byte out",
@@ -144,6 +152,10 @@ class Metrics:
         unreliable = record.extra.get("usage") if record.extra else None
         if unreliable is not None:
             tally.inc(self.unreliable_usage.labels(tier, str(unreliable)))
+
+    def shadow_checked(self, tenant: str, tier: str, agreed: bool) -> None:
+        """One shadow check completed (rare: a share of routed answers)."""
+        self.tally.inc(self.shadow_checks.labels(tenant, tier, "yes" if agreed else "no"))
 
     def _children(
         self,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,8 @@ from rung.tenants.policy import routing_rule
 from rung.tenants.stores import build_stores
 from rung.weights.fetch import default_models_dir
 
+Checked = Callable[[str, str, bool], None]
+"""(tenant, tier, agreed) of a completed shadow check."""
 log = logging.getLogger("rung.router")
 
 
@@ -211,9 +214,11 @@ def _conversation_settings(config: RungConfig) -> tuple[object, ...]:
             limits.redis_url)  # fmt: skip
 
 
-def build_shadow(config: RungConfig, pools: list[TierPool], old: Shadow | None) -> Shadow | None:
-    """Shadow checks against the reference tier; the tallies carry over a reload that keeps
-    the same shadow settings and tiers."""
+def build_shadow(
+    config: RungConfig, pools: list[TierPool], old: Shadow | None, checked: Checked | None = None
+) -> Shadow | None:
+    """Shadow checks against the reference tier, each completed check told to `checked`; the
+    tallies carry over a reload that keeps the same shadow settings and tiers."""
     settings = config.shadow
     records = settings.record is not None and (
         settings.explore_rate > 0 or settings.record_escalations
@@ -225,6 +230,7 @@ def build_shadow(config: RungConfig, pools: list[TierPool], old: Shadow | None) 
     explorer = pools[0] if names.index(reference) > 0 and settings.explore_rate > 0 else None
     models = {t.name: t.model for t in config.tiers}
     shadow = Shadow(settings, pools[names.index(reference)], reference, models, explorer)
+    shadow.checked = checked
     if old is not None and old.config == settings and old.top_name == reference:
         shadow.tallies, shadow.skipped, shadow.recorded = old.tallies, old.skipped, old.recorded
         shadow.holds, shadow.checks = old.holds, old.checks
@@ -250,6 +256,8 @@ class Runtime:
     cache: SemanticCache | None
     gate: Gate
     pipeline: Pipeline
+    checked: Checked | None = None
+    """Told of each completed shadow check (the metrics' counter); kept across reloads."""
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     active: int = 0
     retired: bool = False
@@ -258,7 +266,10 @@ class Runtime:
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
-    async def build(cls, config: RungConfig, old: Runtime | None = None) -> Runtime:
+    async def build(
+        cls, config: RungConfig, old: Runtime | None = None, checked: Checked | None = None
+    ) -> Runtime:
+        checked = old.checked if old is not None else checked
         fresh: set[str] = set()  # built here
         reused: set[str] = set()  # taken over from `old`
         if old is not None and (old.config.tiers, old.config.health) == (
@@ -312,14 +323,14 @@ class Runtime:
         pipeline = Pipeline(
             config, pools, routing.chooser, cache, embed, calibrator, cache_embed, conversations
         )
-        pipeline.shadow = build_shadow(config, pools, old.pipeline.shadow if old else None)
+        pipeline.shadow = build_shadow(config, pools, old.pipeline.shadow if old else None, checked)
         if isinstance(routing.chooser, ClassifierChooser) and config.routing.load_aware:
             routing.chooser.load = lambda tier: pools[tier].load()
         owned = set(fresh)
         if old is not None:  # what is taken over is closed by whoever holds it last
             owned |= reused & old._owned
             old._owned -= reused
-        runtime = cls(config, pools, routing, cache, gate, pipeline, _owned=owned)
+        runtime = cls(config, pools, routing, cache, gate, pipeline, checked, _owned=owned)
         runtime.tasks = [
             asyncio.create_task(probe_forever(pools, config.health.interval_s)),
             asyncio.create_task(gate.reconcile_forever()),

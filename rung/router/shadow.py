@@ -93,6 +93,8 @@ class Shadow:
     """Tenant -> tier held back by the guard -> the monotonic time its hold ends."""
     checks: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """Completed checks per tenant: the guard re-reads a tenant's tallies only when it grew."""
+    checked: Callable[[str, str, bool], None] | None = None
+    """Told of each completed check (tenant, tier, agreed): the metrics' counter."""
     _judged: dict[str, int] = field(default_factory=dict)
     _slots: asyncio.Semaphore | None = None
     _day: str = ""
@@ -212,6 +214,8 @@ class Shadow:
             tally.sampled += 1
             tally.agreed += same
             self.checks[tenant] += 1
+            if self.checked is not None:
+                self.checked(tenant, answered[0], same)
             if self.config.record is not None:
                 self._record("shadow", tenant, payload, answered, (self.top_name, reference), same)
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from rung.backends.fake_server import Behavior
 from rung.ports import free_port, wait_for_port
 from rung.tenants.keys import hash_key
 from tests.integration.harness import Gateway, make_config, tier, wait_until
@@ -131,16 +132,19 @@ def test_metrics_can_sit_behind_the_admin_key_or_be_off(fake: Any, gateway: Any)
 
 
 def test_two_workers_expose_one_sum(fake: Any, tmp_path: Path) -> None:
-    small = fake("small")
+    small, large = fake("small"), fake("large")
+    small.behavior = Behavior(reply="The answer is 4.")
+    large.behavior = Behavior(reply="4")
     port = free_port()
     path = tmp_path / "rung.yaml"
     path.write_text(
         yaml.safe_dump(
             {
                 "server": {"port": port, "log_level": "warning"},
-                "routing": {"policy": "length"},
+                "routing": {"policy": "length", "length_thresholds": [1000]},
                 "cache": {"enabled": False},
-                "tiers": [tier("small", small)],
+                "shadow": {"rate": 1.0},  # every routed answer checked against large
+                "tiers": [tier("small", small), tier("large", large)],
             }
         )
     )
@@ -173,6 +177,15 @@ def test_two_workers_expose_one_sum(fake: Any, tmp_path: Path) -> None:
             m = scrape(url)
             assert value(m, "rung_http_responses_total", status="200") == 30
             assert value(m, "rung_requests_total", tier="small", status="200") == 30
+        # Each worker keeps its own shadow estimate; the check counter sums both workers'.
+        wait_until(
+            lambda: (
+                value(scrape(url), "rung_shadow_checks_total", tier="small", agreed="yes") == 30
+            ),
+            timeout=10,
+            what="both workers' checks counted",
+        )
+        assert large.stats.requests == 30
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

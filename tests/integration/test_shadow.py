@@ -11,8 +11,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import yaml
 
 from rung.backends.fake_server import Behavior
+from rung.config import load_config
 from rung.tenants.keys import hash_key
 from tests.integration.harness import client, make_config, tier, wait_until
 from tests.integration.test_metrics import scrape, value
@@ -21,10 +23,16 @@ pytestmark = pytest.mark.integration
 ACME, SHY, ADMIN = "acme-key-0123456789ab", "shy-key-0123456789abc", "admin-key-0123456789"
 
 
-def setup(fake: Any, gateway: Any, tmp_path: Path, **shadow: Any) -> tuple[Any, Any, Any]:
+def agreeing(fake: Any) -> tuple[Any, Any]:
+    """Two fake tiers whose answers agree (both say 4)."""
     small, large = fake("small"), fake("large")
     small.behavior = Behavior(reply="The answer is 4.")
     large.behavior = Behavior(reply="4")
+    return small, large
+
+
+def setup(fake: Any, gateway: Any, tmp_path: Path, **shadow: Any) -> tuple[Any, Any, Any]:
+    small, large = agreeing(fake)
     gw = gateway(
         make_config(
             [tier("small", small), tier("large", large)],
@@ -82,6 +90,11 @@ def test_checks_agreement_and_privacy(fake: Any, gateway: Any, tmp_path: Path) -
     assert value(m, "rung_shadow_keeps", tenant="acme") == 0.6
     assert value(m, "rung_shadow_goal_keep", tenant="acme") == 0.9
     assert value(m, "rung_shadow_keeps_lower", tenant="acme") < 0.9  # the alert would fire
+    # The checks are counted too, so agreement can be pooled over workers and replicas.
+    checks = "rung_shadow_checks_total"
+    assert value(m, checks, tenant="acme", tier="small", agreed="yes") == 6
+    assert value(m, checks, tenant="acme", tier="small", agreed="no") == 4
+    assert value(m, checks, tenant="shy") == 0
     lines = [orjson.loads(x) for x in (tmp_path / "shadow.jsonl").read_bytes().splitlines()]
     assert len(lines) == 10
     # keyed by each tier's model, as `rung label` and the ladders key outcomes
@@ -113,9 +126,7 @@ def test_record_text_keeps_prompts_only_when_asked(fake: Any, gateway: Any, tmp_
 def test_exploration_asks_the_smallest_tier_about_the_references_own_answers(
     fake: Any, gateway: Any, tmp_path: Path
 ) -> None:
-    small, large = fake("small"), fake("large")
-    small.behavior = Behavior(reply="The answer is 4.")
-    large.behavior = Behavior(reply="4")
+    small, large = agreeing(fake)
     record = tmp_path / "shadow.jsonl"
     gw = gateway(
         make_config(
@@ -224,3 +235,41 @@ def test_the_guard_stays_out_of_the_way_when_off_or_when_the_goal_is_kept(
     wait_until(lambda: usage(kept, "acme")["shadow"]["tiers"]["small"]["sampled"] == 6,
                what="six checks")  # fmt: skip
     assert routed(kept, ACME, "What is 2+2? (7)").headers["x-rung-tier"] == "small"
+
+
+def test_the_check_counter_survives_a_reload_that_starts_the_tallies_afresh(
+    fake: Any, gateway: Any, tmp_path: Path
+) -> None:
+    small, large = agreeing(fake)
+    path = tmp_path / "rung.yaml"
+
+    def write(max_calls: int) -> None:
+        data = {
+            "server": {"admin_key": ADMIN, "request_timeout_s": 10},
+            "routing": {"policy": "length", "length_thresholds": [100]},
+            "cache": {"enabled": False},
+            "shadow": {"rate": 1.0, "max_calls_per_day": max_calls},
+            "tiers": [tier("small", small), tier("large", large)],
+            "tenants": [{"name": "acme", "keys": [hash_key(ACME)]}],
+        }
+        path.write_text(yaml.safe_dump(data))
+
+    write(1000)
+    gw = gateway(load_config(path), path)
+    for i in range(3):
+        ask(gw, ACME, f"What is 2+2? ({i})")
+    wait_until(lambda: usage(gw, "acme")["shadow"]["tiers"]["small"]["sampled"] == 3,
+               what="three checks")  # fmt: skip
+    write(999)  # other shadow settings: a fresh Shadow, its tallies start again
+    reloaded = httpx.post(f"{gw.url}/admin/reload", headers={"authorization": f"Bearer {ADMIN}"})
+    assert reloaded.json() == {"reloaded": True}
+    small.behavior = Behavior(reply="The answer is 5.")
+    for i in range(2):
+        ask(gw, ACME, f"What is 2+2? again ({i})")
+    # The estimate restarted with the new settings ...
+    wait_until(lambda: usage(gw, "acme")["shadow"]["tiers"]["small"]["sampled"] == 2,
+               what="two checks after the reload")  # fmt: skip
+    m = scrape(gw.url, ADMIN)
+    checks = "rung_shadow_checks_total"
+    assert value(m, checks, tenant="acme", tier="small", agreed="yes") == 3  # ... the counter not
+    assert value(m, checks, tenant="acme", tier="small", agreed="no") == 2
