@@ -33,6 +33,7 @@ from rung.router.conversations import Conversations, MemoryConversations, RedisC
 from rung.router.decide import ClassifierChooser, LengthChooser, TierChooser
 from rung.router.pipeline import Pipeline
 from rung.router.shadow import Shadow
+from rung.router.shadow_store import SharedEvidence
 from rung.tenants.gate import Gate
 from rung.tenants.policy import routing_rule
 from rung.tenants.stores import build_stores
@@ -231,9 +232,11 @@ def build_shadow(
     models = {t.name: t.model for t in config.tiers}
     shadow = Shadow(settings, pools[names.index(reference)], reference, models, explorer)
     shadow.checked = checked
+    if config.limits.store == "redis":  # pooled over workers, beside the limits
+        shadow.shared = SharedEvidence(config.limits.redis_url.get_secret_value())
     if old is not None and old.config == settings and old.top_name == reference:
         shadow.tallies, shadow.skipped, shadow.recorded = old.tallies, old.skipped, old.recorded
-        shadow.holds, shadow.checks = old.holds, old.checks
+        shadow.holds, shadow.checks, shadow.turns = old.holds, old.checks, old.turns
     return shadow
 
 

@@ -42,6 +42,7 @@ from rung.errors import BackendError, BackendRejected
 from rung.router.conversations import answer_text
 from rung.router.guard import next_hold
 from rung.router.plan import Plan, Served
+from rung.router.shadow_store import Pooled, SharedEvidence, Turn, adopt
 from rung.tenants.periods import periods
 
 log = logging.getLogger("rung.router")
@@ -95,6 +96,12 @@ class Shadow:
     """Completed checks per tenant: the guard re-reads a tenant's tallies only when it grew."""
     checked: Callable[[str, str, bool], None] | None = None
     """Told of each completed check (tenant, tier, agreed): the metrics' counter."""
+    shared: SharedEvidence | None = None
+    """With `limits.store: redis`: tallies and holds pooled over every worker and replica."""
+    turns: dict[str, Turn] = field(default_factory=dict)
+    """Per tenant, what this worker counted (and the holds it started or saw end) that has not
+    reached the shared store yet."""
+    _warned: bool = False
     _judged: dict[str, int] = field(default_factory=dict)
     _slots: asyncio.Semaphore | None = None
     _day: str = ""
@@ -135,6 +142,8 @@ class Shadow:
         """A routed answer went out: count it and maybe check it (in the background)."""
         tally = self.tallies[tenant].setdefault(tier, Tally())
         tally.served += 1
+        if self.shared is not None:
+            self._turn(tenant).add(tier, "served")
         if answer is None or not opted_in:
             return
         if tier == self.top_name:
@@ -213,6 +222,11 @@ class Shadow:
             tally = self.tallies[tenant].setdefault(answered[0], Tally())
             tally.sampled += 1
             tally.agreed += same
+            if self.shared is not None:
+                turn = self._turn(tenant)
+                turn.add(answered[0], "sampled")
+                turn.add(answered[0], "agreed", int(same))
+                await self._pool(tenant)
             self.checks[tenant] += 1
             if self.checked is not None:
                 self.checked(tenant, answered[0], same)
@@ -287,6 +301,8 @@ class Shadow:
         holds = self.holds.get(tenant)
         if holds:
             for tier in [t for t, end in holds.items() if end <= now]:
+                if self.shared is not None:  # clears the tier's pooled sums too, once
+                    self._turn(tenant).ended[tier] = time.time() + holds[tier] - now
                 del holds[tier]
                 self.tallies[tenant].pop(tier, None)
                 log.warning("shadow guard: tenant %s: tier %s serves again", tenant, tier)
@@ -299,6 +315,9 @@ class Shadow:
             hold = next_hold(tallies, self.top_name, keep, checks, held, expected())
             if hold is not None:
                 held[hold] = now + self.config.guard_hold_s
+                if self.shared is not None:  # the other workers hold it at their next check
+                    self._turn(tenant).started[hold] = time.time() + self.config.guard_hold_s
+                    self._spawn(self._pool(tenant))
                 t = tallies[hold]
                 log.warning(
                     "shadow guard: tenant %s: holding back tier %s for %.0f s (%d of %d checked "
@@ -347,10 +366,47 @@ class Shadow:
             "held_back": sorted(self.holds.get(tenant, ())),
         }
 
+    def _turn(self, tenant: str) -> Turn:
+        turn = self.turns.get(tenant)
+        if turn is None:
+            turn = self.turns[tenant] = Turn()
+        return turn
+
+    async def _pool(self, tenant: str) -> None:
+        """Send this worker's turn to the shared store and take every worker's sums and holds
+        as this worker's view (plus what it counted meanwhile)."""
+        assert self.shared is not None
+        turn = self.turns.pop(tenant, Turn())
+        try:
+            pooled = await self.shared.sync(tenant, turn)
+        except Exception as exc:  # nothing lost: the turn waits for the next check
+            self._turn(tenant).merge(turn)
+            self.skipped["store_failed"] += 1
+            if not self._warned:
+                log.warning("shadow store unavailable (estimates are this worker's): %s", exc)
+                self._warned = True
+            return
+        self._warned = False
+        self._adopt(tenant, pooled)
+
+    def _adopt(self, tenant: str, pooled: Pooled) -> None:
+        wall, now = time.time(), time.monotonic()
+        turn = self._turn(tenant)
+        counts, running, over = adopt(pooled, turn, wall)
+        self.tallies[tenant] = {
+            tier: Tally(c["served"], c["sampled"], c["agreed"]) for tier, c in counts.items()
+        }
+        turn.ended.update(over)
+        holds = self.holds[tenant]
+        for tier, end in running.items():
+            holds[tier] = max(holds.get(tier, 0.0), now + end - wall)
+
     async def aclose(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.shared is not None:
+            await self.shared.aclose()
 
 
 def _prompt(payload: dict[str, Any]) -> str:

@@ -273,3 +273,92 @@ def test_the_check_counter_survives_a_reload_that_starts_the_tallies_afresh(
     checks = "rung_shadow_checks_total"
     assert value(m, checks, tenant="acme", tier="small", agreed="yes") == 3  # ... the counter not
     assert value(m, checks, tenant="acme", tier="small", agreed="no") == 2
+
+
+def test_workers_sharing_a_redis_pool_their_checks_and_holds(
+    fake: Any, gateway: Any, tmp_path: Path, redis_url: str
+) -> None:
+    """Two gateways (two workers, or two replicas) on one Redis: neither has the 6 checks the
+    guard needs, together they have; the hold one starts reaches the other at its next check,
+    and when it ends the pooled evidence starts afresh for both."""
+    small, large = agreeing(fake)
+    small.behavior = Behavior(reply="The answer is 5.")  # always wrong
+    config = make_config(
+        [tier("small", small), tier("large", large)],
+        server={"admin_key": ADMIN},
+        shadow={"rate": 1.0, "guard_min_checks": 6, "guard_hold_s": 2.0},
+        limits={"store": "redis", "redis_url": redis_url},
+        tenants=[{"name": "acme", "keys": [hash_key(ACME)], "policy": {"goal": {"keep": 0.9}}}],
+    )
+    one, two = gateway(config), gateway(config)
+
+    def small_view(gw: Any) -> Any:
+        return usage(gw, "acme")["shadow"]["tiers"].get("small", {})
+
+    for i in range(3):
+        assert routed(one, ACME, f"What is 2+2? ({i})").headers["x-rung-tier"] == "small"
+    wait_until(lambda: small_view(one).get("sampled") == 3, what="three checks on one")
+    for i in range(3):
+        assert routed(two, ACME, f"What is 3+3? ({i})").headers["x-rung-tier"] == "small"
+    # two's view is the pool: its own 3 checks and one's 3 (alone, 3 < 6 holds nothing)
+    wait_until(lambda: small_view(two).get("sampled") == 6, what="six pooled checks")
+    assert small_view(two)["served"] == 6
+    held = routed(two, ACME, "What is 3+3? (held)")
+    assert held.headers["x-rung-tier"] == "large"
+    assert held.headers["x-rung-route-reason"].endswith("; shadow guard holds back small")
+    # one has not looked since; its next check brings the hold
+    assert routed(one, ACME, "What is 2+2? (3)").headers["x-rung-tier"] == "small"
+    wait_until(lambda: usage(one, "acme")["shadow"]["held_back"] == ["small"],
+               what="the hold reaching one")  # fmt: skip
+    assert routed(one, ACME, "What is 2+2? (4)").headers["x-rung-tier"] == "large"
+
+    time.sleep(2.1)  # the hold ends: small serves again on both, judged on fresh evidence
+    assert routed(one, ACME, "What is 2+2? (after)").headers["x-rung-tier"] == "small"
+    wait_until(lambda: small_view(one).get("sampled") == 1, what="a fresh pooled tally")
+    assert small_view(one)["served"] == 1
+    assert routed(two, ACME, "What is 3+3? (after)").headers["x-rung-tier"] == "small"
+    wait_until(lambda: small_view(two).get("sampled") == 2, what="both fresh checks pooled")
+    assert usage(two, "acme")["shadow"]["held_back"] == []
+
+
+def test_a_redis_outage_loses_no_shadow_evidence(
+    fake: Any, gateway: Any, tmp_path: Path, redis_server: Any
+) -> None:
+    """Checks made while the shared store is down count in the worker's own view and reach
+    the store with the next check after it is back."""
+    small, large = agreeing(fake)
+    gw = gateway(
+        make_config(
+            [tier("small", small), tier("large", large)],
+            server={"admin_key": ADMIN},
+            shadow={"rate": 1.0},
+            limits={"store": "redis", "redis_url": redis_server.url},
+            tenants=[{"name": "acme", "keys": [hash_key(ACME)]}],
+        )
+    )
+
+    def shadow() -> Any:
+        return usage(gw, "acme")["shadow"]
+
+    ask(gw, ACME, "What is 2+2? (0)")
+    wait_until(lambda: shadow()["tiers"]["small"]["sampled"] == 1, what="one check")
+    redis_server.stop()
+    for i in range(2):
+        ask(gw, ACME, f"What is 2+2? (down {i})")
+    # /admin/usage reads the usage store, down too: look at the worker's shadow directly
+    live = gw.app.state.runtime.pipeline.shadow
+    wait_until(lambda: live.skipped.get("store_failed") == 2, what="two failed turns")
+    assert live.tallies["acme"]["small"].sampled == 3  # this worker's own view goes on
+    redis_server.start()  # the same port, empty: the first check's turn went with it
+    ask(gw, ACME, "What is 2+2? (back)")
+    # the two checks made during the outage and this one, all in one turn
+    wait_until(lambda: _stored(redis_server.url) == {"sampled": 3, "agreed": 3, "served": 3},
+               what="the store holding the turns")  # fmt: skip
+    assert shadow()["tiers"]["small"]["sampled"] == 3  # the pooled view (its own said 4)
+
+
+def _stored(url: str) -> dict[str, int]:
+    import redis
+
+    raw = redis.Redis.from_url(url).hgetall("rung:shadow:acme")
+    return {k.decode().rpartition(":")[2]: int(v) for k, v in raw.items()}
