@@ -107,7 +107,8 @@ async def usage_summary(request: Request) -> Response:
             body["budget"] = budget
         shadow = request.app.state.runtime.pipeline.shadow
         if shadow is not None:
-            body["shadow"] = shadow.estimate(tenant)  # this worker's checks
+            await shadow.refresh(tenant)  # with Redis: every worker's checks, as of now
+            body["shadow"] = shadow.estimate(tenant)
     except CounterError as exc:
         raise ServiceUnavailable(f"the usage store is unavailable: {exc}") from None
     return json_response(body, 200)

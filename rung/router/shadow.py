@@ -372,6 +372,11 @@ class Shadow:
             turn = self.turns[tenant] = Turn()
         return turn
 
+    async def refresh(self, tenant: str) -> None:
+        """With a shared store: take every worker's evidence now (an admin asked for it)."""
+        if self.shared is not None:
+            await self._pool(tenant)
+
     async def _pool(self, tenant: str) -> None:
         """Send this worker's turn to the shared store and take every worker's sums and holds
         as this worker's view (plus what it counted meanwhile)."""

@@ -131,7 +131,7 @@ def test_metrics_can_sit_behind_the_admin_key_or_be_off(fake: Any, gateway: Any)
     assert httpx.get(f"{off.url}/metrics").status_code == 404
 
 
-def test_two_workers_expose_one_sum(fake: Any, tmp_path: Path) -> None:
+def test_two_workers_expose_one_sum(fake: Any, tmp_path: Path, redis_server: Any) -> None:
     small, large = fake("small"), fake("large")
     small.behavior = Behavior(reply="The answer is 4.")
     large.behavior = Behavior(reply="4")
@@ -140,10 +140,11 @@ def test_two_workers_expose_one_sum(fake: Any, tmp_path: Path) -> None:
     path.write_text(
         yaml.safe_dump(
             {
-                "server": {"port": port, "log_level": "warning"},
+                "server": {"port": port, "log_level": "warning", "admin_key": ADMIN},
                 "routing": {"policy": "length", "length_thresholds": [1000]},
                 "cache": {"enabled": False},
                 "shadow": {"rate": 1.0},  # every routed answer checked against large
+                "limits": {"store": "redis", "redis_url": redis_server.url},
                 "tiers": [tier("small", small), tier("large", large)],
             }
         )
@@ -186,6 +187,16 @@ def test_two_workers_expose_one_sum(fake: Any, tmp_path: Path) -> None:
             what="both workers' checks counted",
         )
         assert large.stats.requests == 30
+        # With the limits' Redis the estimate is pooled: any worker reports all 30 checks.
+        for _ in range(6):
+            view = httpx.get(
+                f"{url}/admin/usage",
+                params={"tenant": "default"},
+                headers={"authorization": f"Bearer {ADMIN}"},
+                timeout=5,
+            ).json()["shadow"]
+            assert view["tiers"]["small"]["sampled"] == 30
+            assert view["tiers"]["small"]["agreement"] == 1.0
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
