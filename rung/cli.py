@@ -99,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--method", default="blend", choices=["logistic", "difficulty", "blend"])
         p.add_argument("--models-dir", default=models_dir, help=f"default: {models_dir}")
         p.add_argument("--threads", type=int, default=2, help="embedder threads")
+        calibrator_arg(p)
+
+    def calibrator_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--calibrator",
+            default="local",
+            help="confidence calibrator (shipped name or file) whose estimate from records' "
+            "logprob signals is an input of the answer verifier: the one your config's "
+            "escalation.calibrator names (default: local)",
+        )
 
     train = sub.add_parser("train", help="fit a classifier from labelled outcomes")
     classifier_args(train)
@@ -157,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--out", help="candidate directory (default: <serving>.candidate)")
     learn.add_argument("--heldout-out", help="also write the held-out records here (JSONL)")
     learn.add_argument("--method", default="blend", choices=["logistic", "difficulty", "blend"])
+    calibrator_arg(learn)
     _judging(learn, models_dir)
     learn.set_defaults(run=learn_commands.run_learn)
 

@@ -5,11 +5,17 @@ The verifier is stacked on the prompt model: its `prompt_logit` input is the pro
 out-of-fold prediction for a fitting prompt (never an in-sample one, which would teach it to
 trust a probability that is better on its training prompts than anywhere else), and its own
 out-of-fold predictions are what the cascade policy is fitted on.
+
+Its `logprob_logit` input is what the gateway gives it when a backend returns logprobs: the
+confidence calibrator's estimate (`escalation.calibrator`), here computed from the `signals`
+`rung label` and shadow records keep beside each answer. Records without them (the public
+answer data) leave it missing, and the verifier learns nothing from it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +25,8 @@ import numpy.typing as npt
 from rung.classifiers.answers import read
 from rung.classifiers.outcomes import Ladder, LadderData
 from rung.classifiers.verifier import AnswerVerifier, fit, inputs
+from rung.confidence.calibrator import Calibrator
+from rung.confidence.signals import Signals
 
 Array = npt.NDArray[np.float64]
 MIN_TEXT_SHARE = 0.9
@@ -31,6 +39,13 @@ class Readings:
     """[prompts, tiers, features] (rung.classifiers.answers.FEATURES)."""
     keys: npt.NDArray[np.int64]
     """[prompts, tiers] final-answer digests, -1 where none was found."""
+    confidence: Array | None = None
+    """[prompts, tiers] the calibrator's estimate from each answer's logprob signals (NaN:
+    none); None when no record carries signals."""
+
+    def subset(self, rows: npt.NDArray[np.int64]) -> Readings:
+        confidence = None if self.confidence is None else self.confidence[rows]
+        return Readings(self.features[rows], self.keys[rows], confidence)
 
 
 def key(result: str | None) -> int:
@@ -40,14 +55,29 @@ def key(result: str | None) -> int:
     return int.from_bytes(hashlib.sha1(result.encode()).digest()[:8], "big") >> 2
 
 
-def readings(data: LadderData, ladder: Ladder) -> Readings | None:
-    """Each tier's answer read, or None when the records lack answer texts."""
+def _confidence(calibrator: Calibrator | None, tier: str, signals: Any) -> float:
+    if calibrator is None or not isinstance(signals, dict):
+        return math.nan
+    try:
+        estimate = calibrator.confidence(tier, Signals.from_dict(signals))
+    except (KeyError, TypeError):  # signals of another version: as if there were none
+        return math.nan
+    return math.nan if estimate is None else estimate
+
+
+def readings(
+    data: LadderData, ladder: Ladder, calibrator: Calibrator | None = None
+) -> Readings | None:
+    """Each tier's answer read (and, with `calibrator`, its logprob confidence where the
+    record kept signals), or None when the records lack answer texts."""
     texts: list[list[Any]] = []
     finishes: list[list[Any]] = []
+    signals: list[list[Any]] = []
     for o in data.outcomes:
         results = [o.results[str(t.model_for(o.dataset))] for t in ladder.tiers]
         texts.append([r.get("text") for r in results])
         finishes.append([r.get("finish_reason") for r in results])
+        signals.append([r.get("signals") for r in results])
     if not texts:
         return None
     present = np.array([[isinstance(t, str) for t in row] for row in texts])
@@ -58,16 +88,35 @@ def readings(data: LadderData, ladder: Ladder) -> Readings | None:
         read_row = [read(t or "", o.prompt, f) for t, f in zip(row, finish, strict=True)]
         features.append([r.features for r in read_row])
         keys.append([key(r.result) for r in read_row])
-    return Readings(np.array(features, dtype=np.float64), np.array(keys, dtype=np.int64))
+    confidence = None
+    if calibrator is not None and any(isinstance(x, dict) for row in signals for x in row):
+        names = [t.name for t in ladder.tiers]
+        confidence = np.array(
+            [
+                [_confidence(calibrator, n, x) for n, x in zip(names, row, strict=True)]
+                for row in signals
+            ]
+        )
+    return Readings(
+        np.array(features, dtype=np.float64), np.array(keys, dtype=np.int64), confidence
+    )
 
 
-def rows(features: Array, probabilities: Array) -> Array:
-    """[prompts, tiers, inputs]: each answer's features and its tier's prompt probability (no
-    logprob confidence: the public records have none)."""
+def rows(features: Array, probabilities: Array, confidence: Array | None = None) -> Array:
+    """[prompts, tiers, inputs]: each answer's features, its tier's prompt probability and
+    its logprob confidence (NaN or no array: missing)."""
     n, tiers, _ = features.shape
+
+    def known(i: int, k: int) -> float | None:
+        c = None if confidence is None else float(confidence[i, k])
+        return None if c is None or math.isnan(c) else c
+
     return np.array(
         [
-            [inputs(tuple(features[i, k]), float(probabilities[i, k]), None) for k in range(tiers)]
+            [
+                inputs(tuple(features[i, k]), float(probabilities[i, k]), known(i, k))
+                for k in range(tiers)
+            ]
             for i in range(n)
         ]
     )
@@ -84,7 +133,7 @@ def fit_verifier(
     `probabilities` are the prompt model's out-of-fold predictions for the same prompts."""
     from sklearn.metrics import roc_auc_score
 
-    x = rows(readings_.features, probabilities)
+    x = rows(readings_.features, probabilities, readings_.confidence)
     out_of_fold = np.zeros(success.shape)
     for k in np.unique(folds):
         inside = folds != k

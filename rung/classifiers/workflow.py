@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from rung.classifiers.answer_fit import Readings, fit_verifier, readings
+from rung.classifiers.answer_fit import fit_verifier, readings
 from rung.classifiers.answer_fit import rows as answer_rows
 from rung.classifiers.cascade_report import policy_held, section
 from rung.classifiers.embedder import Embedder
@@ -28,6 +28,8 @@ from rung.classifiers.goal import curve as goal_curve
 from rung.classifiers.model import DifficultyModel, Held, text_digests
 from rung.classifiers.outcomes import DataError, Ladder, LadderData, ladder_data, read_outcomes
 from rung.classifiers.train import Method, train
+from rung.confidence.calibrator import load_calibrator, shipped_calibrator
+from rung.config import EscalationConfig
 
 Matrix = npt.NDArray[np.float32]
 Array = npt.NDArray[np.float64]
@@ -109,6 +111,8 @@ def _chars(data: LadderData, ladder: Ladder) -> Array:
     return data.costs / ladder.prices * 1e6 * 4
 
 
+CALIBRATOR = EscalationConfig().calibrator
+"""The confidence calibrator a config uses unless it names another (`escalation.calibrator`)."""
 FOLDS = 5
 """Folds of the fitting prompts whose out-of-fold predictions the goals are met on."""
 
@@ -120,9 +124,12 @@ def fit(
     identity: dict[str, str],
     method: Method,
     files: list[Path],
+    calibrator: str = CALIBRATOR,
 ) -> DifficultyModel:
     """Dedupe, split by text, fit on the fitting prompts (train + validation buckets), and keep
-    in the model what goals are met on and what is reported:
+    in the model what goals are met on and what is reported. Answers whose records kept logprob
+    `signals` give the verifier `calibrator`'s confidence as an input (serve with the same
+    `escalation.calibrator`):
 
     - "validation": out-of-fold predictions for every fitting prompt (5 folds by text, each
       predicted by a model fitted on the other four), so a goal is met on all of them (85% of
@@ -181,11 +188,13 @@ def fit(
         held["test"] = Held(
             predict(model, idx), data.scores[idx], chars[idx], prompt_chars=prompt_chars[idx]
         )
-    read = readings(data, ladder)
+    read = readings(data, ladder, load_calibrator(shipped_calibrator(calibrator)))
     verifier = None
     if read is not None and "validation" in held:
+        if read.confidence is not None:
+            model.training["verifier_calibrator"] = calibrator
         verifier, verified = fit_verifier(
-            Readings(read.features[fitting], read.keys[fitting]),
+            read.subset(fitting),
             held["validation"].probabilities,
             data.scores[fitting] >= 0.5,
             folds,
@@ -194,7 +203,8 @@ def fit(
         held["validation"] = replace(held["validation"], verified=verified, keys=read.keys[fitting])
         if "test" in held:
             idx = parts["test"]
-            rows_test = answer_rows(read.features[idx], held["test"].probabilities)
+            test = read.subset(idx)
+            rows_test = answer_rows(test.features, held["test"].probabilities, test.confidence)
             held["test"] = replace(
                 held["test"], verified=verifier.probabilities(rows_test), keys=read.keys[idx]
             )
@@ -275,10 +285,13 @@ def served(
     probabilities = model.predict(embeddings[fresh], texts)[:, tiers]
     prompt_chars = np.array([len(t) for t in texts], dtype=np.float64)
     held = Held(probabilities, part.scores, _chars(part, ladder), prompt_chars=prompt_chars)
-    read = readings(part, ladder)
+    fitted_with = model.training.get("verifier_calibrator")
+    calibrator = load_calibrator(shipped_calibrator(fitted_with)) if fitted_with else None
+    read = readings(part, ladder, calibrator)
     if read is not None and model.verifier is not None:
         verifier = model.verifier.columns(tiers)
-        verified = verifier.probabilities(answer_rows(read.features, probabilities))
+        rows = answer_rows(read.features, probabilities, read.confidence)
+        verified = verifier.probabilities(rows)
         held = replace(held, verified=verified, keys=read.keys)
     return held, tiers, part
 
@@ -309,9 +322,10 @@ def holdout(
     identity: dict[str, str],
     method: Method,
     files: list[Path],
+    calibrator: str = CALIBRATOR,
 ) -> dict[str, Any]:
     """Fit on the train split, meet goals on validation, report the untouched test split."""
-    model = fit(data, embeddings, ladder, identity, method, files)
+    model = fit(data, embeddings, ladder, identity, method, files, calibrator)
     return {"split": model.training["split"], **held_out_report(model, ladder.prices)}
 
 

@@ -28,7 +28,7 @@ def run_train(args: argparse.Namespace) -> int:
     from rung.classifiers import workflow
 
     ladder, files, data, identity, vectors = _embedded_data(args)
-    model = workflow.fit(data, vectors, ladder, identity, args.method, files)
+    model = workflow.fit(data, vectors, ladder, identity, args.method, files, args.calibrator)
     model.save(Path(args.out))
     split = model.training["split"]
     accuracy = ", ".join(
@@ -62,7 +62,9 @@ def run_eval(args: argparse.Namespace) -> int:
             data, vectors, ladder, identity, args.method, args.cv, args.repeats, files
         )
     else:
-        metrics = workflow.holdout(data, vectors, ladder, identity, args.method, files)
+        metrics = workflow.holdout(
+            data, vectors, ladder, identity, args.method, files, args.calibrator
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {

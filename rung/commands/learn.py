@@ -55,7 +55,7 @@ def run_learn(args: argparse.Namespace) -> int:
         )
         texts = [o.prompt for o in data.outcomes]
         vectors = workflow.embed_all(embedder, identity, texts, workflow.embeddings_cache_dir())
-        model = workflow.fit(data, vectors, ladder, identity, args.method, files)
+        model = workflow.fit(data, vectors, ladder, identity, args.method, files, args.calibrator)
         model.save(candidate)
         print(
             f"candidate fitted on {len(data.outcomes)} prompts ({len(slices.train)} records "

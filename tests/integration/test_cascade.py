@@ -8,6 +8,7 @@ MMLU-Pro results, Apache-2.0)."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,15 @@ import httpx
 import pytest
 
 from rung.backends.fake_server import Behavior
+from rung.classifiers import workflow
+from rung.classifiers.answers import read
+from rung.classifiers.embedder import open_embedder
+from rung.classifiers.model import load
+from rung.classifiers.outcomes import load_ladder
+from rung.classifiers.verifier import inputs
+from rung.confidence.fit import auroc
 from rung.tenants.keys import hash_key
+from rung.weights.fetch import default_models_dir
 from tests.integration.harness import make_config, tier
 from tests.integration.test_train_eval_cli import ROOT, rung
 
@@ -46,6 +55,72 @@ def test_train_fits_a_verifier_on_the_answer_texts(trained: Path) -> None:
     assert verifier["tiers"] == list(NAMES)
     assert set(verifier["report"]["out_of_fold_auroc"]) == set(NAMES)
     assert len(manifest["training"]["answer_chars"]) == 4
+
+
+def _with_signals(path: Path, models: set[str]) -> None:
+    """The fixture with logprob signals (as `rung label` keeps them) for these models' answers,
+    made to say what the score says: confident tokens where the answer is right."""
+    rng = random.Random(7)
+    rows = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+    for row in rows:
+        for model, result in row["results"].items():
+            if model not in models or "text" not in result:
+                continue
+            mean = -0.08 if result["score"] else -0.9
+            mean += rng.gauss(0, 0.15)
+            result["signals"] = {
+                "tokens": 80, "mean_logprob": round(mean, 4), "min_logprob": round(6 * mean, 4),
+                "low_quantile_logprob": round(3 * mean, 4), "lowest_k_mean": round(5 * mean, 4),
+                "mean_entropy": round(-mean, 4), "truncated": False, "empty": False,
+                "refusal": False, "invalid_json": False,
+            }  # fmt: skip
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_train_fits_the_logprob_input_from_records_that_kept_signals(
+    trained: Path, tmp_path: Path
+) -> None:
+    """Signals from `rung label` reach the verifier through the config's calibrator (`local`
+    knows small and large): where they say something, the verifier learns to listen."""
+    data = tmp_path / "with-signals.jsonl"
+    small_models = {"Phi-3.5-mini-instruct", "Phi-3-mini-4k-instruct"}
+    _with_signals(data, small_models)
+    out = tmp_path / "clf"
+    result = rung(
+        "train", "--data", str(data), "--ladder", "ladders/production.yaml", "--out", str(out),
+        "--calibrator", "local", cache=tmp_path / "cache",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["verifier_calibrator"] == "local"
+    with_signals = manifest["verifier"]["report"]["out_of_fold_auroc"]
+    without = json.loads((trained / "manifest.json").read_text())["verifier"]["report"]
+    assert with_signals["small"] > without["out_of_fold_auroc"]["small"] + 0.05
+    # medium has no signals (and `local` no medium): its verifier is as good as before (the
+    # inputs' standardisation is shared by the tiers, so not to the last digit)
+    assert with_signals["medium"] == pytest.approx(without["out_of_fold_auroc"]["medium"], abs=0.01)
+    # serving: the same answer reads as more likely right with confident tokens
+    verifier = load(out).verifier
+    assert verifier is not None
+    features = read(SURE, QUESTION, "stop").features
+    sure, unsure = (
+        verifier.probability(0, inputs(features, 0.5, c)) for c in (0.95, 0.05)
+    )  # fmt: skip
+    assert sure > unsure + 0.2
+    # evaluation (`rung eval --classifier`) reads fresh records' signals through the calibrator
+    # the verifier was fitted with: on the prompts it never saw, small's answers are judged
+    # better with them than from the same records without
+    ladder = load_ladder(ROOT / "ladders" / "production.yaml")
+    embedder, identity = open_embedder("static-minilm-l6", default_models_dir(), threads=1)
+    judged = {}
+    for name, file in (("with", data), ("without", FIXTURE)):
+        records = workflow.load_data([file], ladder)
+        texts = [o.prompt for o in records.outcomes]
+        vectors = workflow.embed_all(embedder, identity, texts, tmp_path / "embeddings")
+        held, _, part = workflow.served(load(out), records, vectors, ladder)
+        assert held.verified is not None
+        judged[name] = auroc(held.verified[:, 0], part.scores[:, 0] >= 0.5)
+    assert judged["with"] > judged["without"] + 0.05
 
 
 def test_eval_reports_the_cascade_beside_its_baselines(trained: Path, tmp_path: Path) -> None:
