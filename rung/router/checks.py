@@ -64,6 +64,17 @@ def check_routing(config: RungConfig) -> None:
                 f"{model.embedder['name']!r}, not {routing.embedder!r}"
             ],
         )
+    fitted_with = model.training.get("verifier_calibrator")
+    used = config.escalation.calibrator
+    if config.escalation.enabled and model.verifier is not None and fitted_with not in (None, used):
+        raise ConfigError(
+            "escalation.calibrator",
+            [
+                f"classifier {routing.classifier!r}'s answer verifier learned from the confidence "
+                f"of calibrator {fitted_with!r}, not {used!r}: set escalation.calibrator: "
+                f"{fitted_with} or retrain with `rung train --calibrator {used}`"
+            ],
+        )
     names = [t.name for t in config.tiers]
     if not set(model.tier_names) & set(names):
         raise ConfigError(

@@ -3,15 +3,18 @@ front of fake model servers."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import shutil
+from typing import Any
 
 import pytest
 
 from rung.backends.fake_server import Behavior
 from rung.classifiers.cascade import start
 from rung.classifiers.model import load, resolve
-from rung.config import parse_config
+from rung.config import EscalationConfig, parse_config
 from rung.errors import ConfigError
 from rung.router.app import build_routing
 from tests.integration.harness import client, make_config, tier, wait_until
@@ -141,6 +144,29 @@ def test_check_routing_fails_fast_with_what_to_change(tmp_path):
     check_routing(
         one_tier("small", classifier=str(tmp_path), policy="length")
     )  # length: nothing to check
+
+
+def test_a_verifier_fitted_with_another_calibrator_is_refused_when_it_would_judge(tmp_path):
+    from rung.router.app import check_routing
+
+    shipped = resolve("production")
+    copy = tmp_path / "clf"
+    shutil.copytree(shipped, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["training"]["verifier_calibrator"] = str(tmp_path / "mine.json")
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    judging = {"enabled": True, "calibrator": "local"}
+
+    def config(**escalation: object) -> Any:
+        base = one_tier("small", classifier=str(copy))
+        return base.model_copy(update={"escalation": EscalationConfig(**escalation)})
+
+    with pytest.raises(ConfigError, match="learned from the confidence of calibrator"):
+        check_routing(config(**judging))
+    check_routing(config(enabled=False))  # the verifier judges nothing: nothing to match
+    manifest["training"]["verifier_calibrator"] = "local"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    check_routing(config(**judging))
 
 
 def test_prepare_routing_turns_a_failed_embedder_fetch_into_a_clear_error(tmp_path, monkeypatch):
