@@ -34,6 +34,17 @@ def _judging(parser: argparse.ArgumentParser, models_dir: str) -> None:
     parser.add_argument("--threads", type=int, default=2, help="embedder threads")
 
 
+def _calibrator(value: str) -> str:
+    """A `--calibrator` that names a readable calibrator, checked before any work starts."""
+    from rung.confidence.calibrator import load_calibrator, shipped_calibrator
+
+    try:
+        load_calibrator(shipped_calibrator(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -105,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--calibrator",
             default="local",
+            type=_calibrator,
             help="confidence calibrator (shipped name or file) whose estimate from records' "
             "logprob signals is an input of the answer verifier: the one your config's "
             "escalation.calibrator names (default: local)",

@@ -28,7 +28,7 @@ from rung.classifiers.goal import curve as goal_curve
 from rung.classifiers.model import DifficultyModel, Held, text_digests
 from rung.classifiers.outcomes import DataError, Ladder, LadderData, ladder_data, read_outcomes
 from rung.classifiers.train import Method, train
-from rung.confidence.calibrator import load_calibrator, shipped_calibrator
+from rung.confidence.calibrator import Calibrator, load_calibrator, shipped_calibrator
 from rung.config import EscalationConfig
 
 Matrix = npt.NDArray[np.float32]
@@ -285,15 +285,24 @@ def served(
     probabilities = model.predict(embeddings[fresh], texts)[:, tiers]
     prompt_chars = np.array([len(t) for t in texts], dtype=np.float64)
     held = Held(probabilities, part.scores, _chars(part, ladder), prompt_chars=prompt_chars)
-    fitted_with = model.training.get("verifier_calibrator")
-    calibrator = load_calibrator(shipped_calibrator(fitted_with)) if fitted_with else None
-    read = readings(part, ladder, calibrator)
+    read = readings(part, ladder, _calibrator_of(model))
     if read is not None and model.verifier is not None:
         verifier = model.verifier.columns(tiers)
         rows = answer_rows(read.features, probabilities, read.confidence)
         verified = verifier.probabilities(rows)
         held = replace(held, verified=verified, keys=read.keys)
     return held, tiers, part
+
+
+def _calibrator_of(model: DifficultyModel) -> Calibrator | None:
+    """The calibrator whose confidence the model's verifier learned from (None: none)."""
+    name = model.training.get("verifier_calibrator")
+    if not name:
+        return None
+    try:
+        return load_calibrator(shipped_calibrator(name))
+    except ValueError as exc:
+        raise DataError(f"the classifier's answer verifier needs its calibrator: {exc}") from None
 
 
 def evaluate(

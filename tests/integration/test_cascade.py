@@ -20,7 +20,7 @@ from rung.classifiers import workflow
 from rung.classifiers.answers import read
 from rung.classifiers.embedder import open_embedder
 from rung.classifiers.model import load
-from rung.classifiers.outcomes import load_ladder
+from rung.classifiers.outcomes import DataError, load_ladder
 from rung.classifiers.verifier import inputs
 from rung.confidence.fit import auroc
 from rung.tenants.keys import hash_key
@@ -121,6 +121,11 @@ def test_train_fits_the_logprob_input_from_records_that_kept_signals(
         assert held.verified is not None
         judged[name] = auroc(held.verified[:, 0], part.scores[:, 0] >= 0.5)
     assert judged["with"] > judged["without"] + 0.05
+    # a verifier whose calibrator is not on this machine says so instead of judging without it
+    manifest["training"]["verifier_calibrator"] = str(tmp_path / "gone.json")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="needs its calibrator"):
+        workflow.served(load(out), records, vectors, ladder)
 
 
 def test_eval_reports_the_cascade_beside_its_baselines(trained: Path, tmp_path: Path) -> None:

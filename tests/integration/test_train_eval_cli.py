@@ -171,3 +171,13 @@ def test_a_ladder_the_data_does_not_cover_is_a_clear_error(tmp_path: Path):
     )
     assert result.returncode != 0
     assert "no prompt" in result.stderr
+
+
+def test_an_unknown_calibrator_is_refused_before_any_work(tmp_path: Path) -> None:
+    result = rung(
+        "train", "--data", str(tmp_path / "never-read.jsonl"), "--ladder", "ladders/gsm8k.yaml",
+        "--out", str(tmp_path / "clf"), "--calibrator", "nope", cache=tmp_path / "cache",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "no confidence calibrator 'nope'" in result.stderr
+    assert not (tmp_path / "clf").exists()
