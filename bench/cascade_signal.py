@@ -93,7 +93,7 @@ def gain_rule(held: cascade.Held, beta: float) -> float:
     tiers = held.scores.shape[1]
     points = []
     for path in cascade.paths(tiers):
-        following = cascade._following(path, tiers)
+        following = cascade.next_tiers(path, tiers)
         shifted = (held.verified - beta * held.probabilities[:, following] + beta) / (1 + beta)
         points += [
             p for p in cascade.sweep(replace(held, verified=shifted)) if p.params.path == path

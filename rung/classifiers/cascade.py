@@ -108,7 +108,7 @@ def starts(lam: float, held: Held) -> Ints:
     return out
 
 
-def _following(path: tuple[int, ...], tiers: int) -> Ints:
+def next_tiers(path: tuple[int, ...], tiers: int) -> Ints:
     """For each tier, the next tier of `path` above it (the top for the top)."""
     top = path[-1]
     out: Ints = np.array([next((t for t in path if t > k), top) for k in range(tiers)])
@@ -122,7 +122,7 @@ def simulate(params: Params, held: Held) -> tuple[Ints, Array, Ints]:
     rows = np.arange(n)
     tier = starts(params.lam, held)
     top = params.path[-1]
-    following = _following(params.path, tiers)
+    following = next_tiers(params.path, tiers)
     spent = np.zeros(n)
     calls = np.zeros(n, dtype=np.int64)
     served = np.full(n, -1, dtype=np.int64)
@@ -185,7 +185,7 @@ def sweep(held: Held, verifying: bool = True) -> list[Point]:
     first = {lam: starts(lam, held) for lam in LAMBDAS}
     for path in paths(tiers) if verifying else [(tiers - 1,)]:
         top = path[-1]
-        following = _following(path, tiers)
+        following = next_tiers(path, tiers)
         top_cost = float(held.costs[:, top].sum()) or 1.0
         top_score = float(held.scores[:, top].mean()) or 1.0
         for lam in LAMBDAS:
