@@ -12,6 +12,7 @@ from rung.commands import learn as learn_commands
 from rung.commands import models as model_commands
 from rung.commands import promote as promote_commands
 from rung.commands import recalibrate as recalibrate_commands
+from rung.config import EscalationConfig
 from rung.errors import ConfigError, RungError
 
 
@@ -36,10 +37,10 @@ def _judging(parser: argparse.ArgumentParser, models_dir: str) -> None:
 
 def _calibrator(value: str) -> str:
     """A `--calibrator` that names a readable calibrator, checked before any work starts."""
-    from rung.confidence.calibrator import load_calibrator, shipped_calibrator
+    from rung.confidence.calibrator import open_calibrator
 
     try:
-        load_calibrator(shipped_calibrator(value))
+        open_calibrator(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value
@@ -112,14 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, default=2, help="embedder threads")
         calibrator_arg(p)
 
+    calibrator = EscalationConfig().calibrator
+
     def calibrator_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--calibrator",
-            default="local",
+            default=calibrator,
             type=_calibrator,
             help="confidence calibrator (shipped name or file) whose estimate from records' "
             "logprob signals is an input of the answer verifier: the one your config's "
-            "escalation.calibrator names (default: local)",
+            f"escalation.calibrator names (default: {calibrator}, as a config's)",
         )
 
     train = sub.add_parser("train", help="fit a classifier from labelled outcomes")

@@ -28,7 +28,7 @@ from rung.classifiers.goal import curve as goal_curve
 from rung.classifiers.model import DifficultyModel, Held, text_digests
 from rung.classifiers.outcomes import DataError, Ladder, LadderData, ladder_data, read_outcomes
 from rung.classifiers.train import Method, train
-from rung.confidence.calibrator import Calibrator, load_calibrator, shipped_calibrator
+from rung.confidence.calibrator import Calibrator, open_calibrator
 from rung.config import EscalationConfig
 
 Matrix = npt.NDArray[np.float32]
@@ -188,7 +188,7 @@ def fit(
         held["test"] = Held(
             predict(model, idx), data.scores[idx], chars[idx], prompt_chars=prompt_chars[idx]
         )
-    read = readings(data, ladder, load_calibrator(shipped_calibrator(calibrator)))
+    read = readings(data, ladder, open_calibrator(calibrator))
     verifier = None
     if read is not None and "validation" in held:
         if read.confidence is not None:
@@ -300,7 +300,7 @@ def _calibrator_of(model: DifficultyModel) -> Calibrator | None:
     if not name:
         return None
     try:
-        return load_calibrator(shipped_calibrator(name))
+        return open_calibrator(name)
     except ValueError as exc:
         raise DataError(f"the classifier's answer verifier needs its calibrator: {exc}") from None
 

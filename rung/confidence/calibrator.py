@@ -149,3 +149,17 @@ def shipped_calibrator(name_or_path: str) -> Path:
     if shipped.is_file():
         return shipped
     raise ValueError(f"no confidence calibrator {name_or_path!r}: not a file, not a shipped one")
+
+
+def open_calibrator(name_or_path: str) -> Calibrator:
+    """The calibrator a config value or `--calibrator` names (a file, or a shipped name)."""
+    return load_calibrator(shipped_calibrator(name_or_path))
+
+
+def same_calibrator(a: str, b: str) -> bool:
+    """Do two such values name one calibrator (`local` and the shipped local.json's path do)?
+    Compared by name when either cannot be found here."""
+    try:
+        return shipped_calibrator(a).resolve() == shipped_calibrator(b).resolve()
+    except ValueError:
+        return a == b

@@ -6,7 +6,7 @@ from __future__ import annotations
 from rung.classifiers import static
 from rung.classifiers.embedder import expected_identity, open_embedder
 from rung.classifiers.model import load, resolve
-from rung.confidence.calibrator import load_calibrator, shipped_calibrator
+from rung.confidence.calibrator import open_calibrator, same_calibrator
 from rung.config import RungConfig
 from rung.errors import ConfigError, RungError
 from rung.tenants.policy import resolve_all
@@ -41,7 +41,7 @@ def check_routing(config: RungConfig) -> None:
     routing = config.routing
     if config.escalation.enabled:
         try:
-            load_calibrator(shipped_calibrator(config.escalation.calibrator))
+            open_calibrator(config.escalation.calibrator)
         except ValueError as exc:
             raise ConfigError("escalation.calibrator", [str(exc)]) from None
     if routing.policy != "classifier":
@@ -66,7 +66,8 @@ def check_routing(config: RungConfig) -> None:
         )
     fitted_with = model.training.get("verifier_calibrator")
     used = config.escalation.calibrator
-    if config.escalation.enabled and model.verifier is not None and fitted_with not in (None, used):
+    judging = config.escalation.enabled and model.verifier is not None
+    if judging and fitted_with is not None and not same_calibrator(fitted_with, used):
         raise ConfigError(
             "escalation.calibrator",
             [

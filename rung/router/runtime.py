@@ -25,7 +25,7 @@ from rung.classifiers.batcher import MicroBatcher
 from rung.classifiers.embedder import open_embedder
 from rung.classifiers.goal import describe
 from rung.classifiers.model import load, resolve
-from rung.confidence.calibrator import load_calibrator, shipped_calibrator
+from rung.confidence.calibrator import open_calibrator
 from rung.config import DEFAULT_GOAL, CacheConfig, RungConfig
 from rung.errors import ConfigError
 from rung.router.checks import cache_embedder, embedder_specs
@@ -315,7 +315,7 @@ class Runtime:
         cache_embed = routing.cache.batcher.embed if routing.cache is not None else None
         calibrator = None
         if config.escalation.enabled:
-            calibrator = load_calibrator(shipped_calibrator(config.escalation.calibrator))
+            calibrator = open_calibrator(config.escalation.calibrator)
         conversations: Conversations | None = None
         if old is not None and _conversation_settings(old.config) == _conversation_settings(config):
             conversations = old.pipeline.conversations

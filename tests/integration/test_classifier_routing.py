@@ -14,6 +14,7 @@ import pytest
 from rung.backends.fake_server import Behavior
 from rung.classifiers.cascade import start
 from rung.classifiers.model import load, resolve
+from rung.confidence.calibrator import shipped_calibrator
 from rung.config import EscalationConfig, parse_config
 from rung.errors import ConfigError
 from rung.router.app import build_routing
@@ -165,6 +166,10 @@ def test_a_verifier_fitted_with_another_calibrator_is_refused_when_it_would_judg
         check_routing(config(**judging))
     check_routing(config(enabled=False))  # the verifier judges nothing: nothing to match
     manifest["training"]["verifier_calibrator"] = "local"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    check_routing(config(**judging))
+    # the same calibrator named by its file is the same calibrator
+    manifest["training"]["verifier_calibrator"] = str(shipped_calibrator("local"))
     (copy / "manifest.json").write_text(json.dumps(manifest))
     check_routing(config(**judging))
 
