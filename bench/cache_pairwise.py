@@ -24,22 +24,17 @@ Clopper-Pearson bound needs to promise 1% at all (the bound `rung cache fit` use
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from cache_quality import start  # the sibling bench: python bench/cache_pairwise.py
 
 from rung.cache.fit import build_sets, fit_verifier, guard_passes, upper_bound, wilson
-from rung.classifiers import static, workflow
-from rung.classifiers.embedder import open_embedder
-from rung.classifiers.outcomes import read_rows
+from rung.classifiers import workflow
 from rung.confidence.fit import auroc
-from rung.weights.fetch import default_models_dir
 
-ROOT = Path(__file__).resolve().parents[1]
 BUDGET = 0.01
 Array = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
@@ -71,17 +66,8 @@ def pair_rows(items: list[Any], table: dict[str, Array]) -> Array:
 def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("pairs", type=Path, help="labelled pairs (the shared qqp-train.jsonl)")
-    parser.add_argument("--embedder", default="minilm-l6-q8")
-    parser.add_argument("--floor", type=float, default=0.75)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/cache_pairwise.json")
-    args = parser.parse_args()
-
-    rows = read_rows(args.pairs)
-    sets = build_sets([(r["a"], r["b"], bool(r["same"]), f"pairs-{r['kind']}") for r in rows])
-    embedder, identity = open_embedder(args.embedder, default_models_dir(), threads=2)
-    words, _ = open_embedder(static.NAME, default_models_dir())
+    args, pairs, embedder, identity, words = start(__doc__, "cache_pairwise.json")
+    sets = build_sets(pairs)
     texts = sorted({t for items in sets.values() for a, b, _, _ in items for t in (a, b)})
     vectors = workflow.embed_all(embedder, identity, texts, workflow.embeddings_cache_dir())
     table = dict(zip(texts, vectors, strict=True))

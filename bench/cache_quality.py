@@ -112,18 +112,26 @@ def headline(report: dict[str, Any], test: list[Any], baseline: Any) -> dict[str
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def start(doc: str, out: str) -> tuple[argparse.Namespace, list[Any], Any, dict[str, str], Any]:
+    """What the cache-pair benches (this one, cache_pairwise.py) start from: their arguments
+    (the labelled pairs, the serving embedder, the candidate floor, the JSON's path, default
+    bench/results/`out`), the pairs as (a, b, same, kind), the serving embedder with its
+    identity, and the static word table the hit verifier's features read."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("pairs", type=Path, help="labelled pairs (the shared qqp-train.jsonl)")
     parser.add_argument("--embedder", default="minilm-l6-q8")
     parser.add_argument("--floor", type=float, default=0.75)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/cache_quality.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results" / out)
     args = parser.parse_args()
-
     rows = read_rows(args.pairs)
     pairs = [(r["a"], r["b"], bool(r["same"]), f"pairs-{r['kind']}") for r in rows]
     embedder, identity = open_embedder(args.embedder, default_models_dir(), threads=2)
     words, _ = open_embedder(static.NAME, default_models_dir())
+    return args, pairs, embedder, identity, words
+
+
+def main() -> None:
+    args, pairs, embedder, identity, words = start(__doc__, "cache_quality.json")
     sets = build_sets(pairs)
     hand = [
         (r["a"], r["b"], r["label"] == "paraphrase", "hand-written")
